@@ -1,0 +1,1 @@
+"""Readers and writers for the files nmrlight consumes and produces (meshes, poses, masks, images)."""

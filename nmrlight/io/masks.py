@@ -1,0 +1,169 @@
+"""Instance masks: one label image per picture, or a COCO JSON file with run-length masks.
+
+Label image (`masks/<ImageId>.png`, 8 or 16 bit): value k (1-based) is the k-th car of that image's
+row in the poses file, 0 is background.
+
+COCO JSON accepted by `read_coco_masks` / written by `write_coco_masks`:
+
+    {"images": [{"id": 7, "file_name": "ID_0a1b2c.jpg", "width": 3384, "height": 2710}, ...],
+     "annotations": [{"image_id": 7, "car_index": 1,
+                      "segmentation": {"size": [2710, 3384], "counts": "..."}}, ...]}
+
+The ImageId is `file_name` without folder and extension. `segmentation` is a run-length dict
+(compressed string or uncompressed list `counts`, as pycocotools) or a list of polygons. `car_index`
+(1-based) is the car's position in the poses row; without it the annotations of an image are numbered
+1, 2, ... in file order. Where masks overlap, the annotation listed later wins. Images without
+annotations give all-zero label images.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Mapping
+from pathlib import Path, PurePath
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from nmrlight.errors import NmrlightError
+
+
+def read_label_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read an 8- or 16-bit label PNG as int32 (H, W); with `shape` (H, W), check the size."""
+    path = Path(path)
+    if not path.is_file():
+        raise NmrlightError(f"mask {path}: file not found")
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L", "1"):
+                raise NmrlightError(f"mask {path}: a label image must be single channel 8 or 16 bit, "
+                                    f"got mode {image.mode}")
+            labels = np.asarray(image).astype(np.int32)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise NmrlightError(f"mask {path}: cannot read ({exc})") from None
+    if labels.min(initial=0) < 0:
+        raise NmrlightError(f"mask {path}: negative labels")
+    _check_shape(labels, shape, f"mask {path}")
+    return labels
+
+
+def _check_shape(labels: np.ndarray, shape: tuple[int, int] | None, where: str) -> None:
+    if shape is not None and tuple(labels.shape) != tuple(int(s) for s in shape):
+        raise NmrlightError(f"{where}: size {labels.shape[1]}x{labels.shape[0]} (WxH) differs from the "
+                            f"image size {int(shape[1])}x{int(shape[0])}")
+
+
+def write_label_mask(path: str | Path, labels: np.ndarray) -> None:
+    """Write a label image as PNG: 8 bit when all labels are below 256, else 16 bit."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise NmrlightError(f"mask {path}: labels must be (H, W), got shape {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() > 65535):
+        raise NmrlightError(f"mask {path}: labels must lie in 0..65535")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer) and (labels != np.round(labels)).any():
+        raise NmrlightError(f"mask {path}: labels must be integers")
+    dtype = np.uint8 if labels.max(initial=0) < 256 else np.uint16
+    Image.fromarray(labels.astype(dtype)).save(Path(path), format="PNG")
+
+
+def _decode(segmentation, height: int, width: int, where: str) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    try:
+        if isinstance(segmentation, list):  # polygons
+            rles = mask_utils.frPyObjects(segmentation, height, width)
+            rle = mask_utils.merge(rles)
+        elif isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation:
+            if list(segmentation["size"]) != [height, width]:
+                raise NmrlightError(f"{where}: segmentation size {segmentation['size']} differs from the "
+                                    f"image size [{height}, {width}] (height, width)")
+            rle = segmentation
+            if isinstance(rle["counts"], list):
+                rle = mask_utils.frPyObjects(rle, height, width)
+            elif isinstance(rle["counts"], str):
+                rle = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+        else:
+            raise NmrlightError(f"{where}: segmentation must be a run-length dict or a list of polygons")
+        with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, harmless
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return mask_utils.decode(rle).astype(bool)
+    except NmrlightError:
+        raise
+    except Exception as exc:  # pycocotools raises bare Exceptions / TypeErrors
+        raise NmrlightError(f"{where}: cannot decode segmentation ({exc})") from None
+
+
+def read_coco_masks(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a COCO JSON (layout in the module docstring) into {ImageId: int32 label image}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NmrlightError(f"COCO masks {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NmrlightError(f"COCO masks {path}: cannot read ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise NmrlightError(f"COCO masks {path}: invalid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise NmrlightError(f"COCO masks {path}: missing 'images' list")
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise NmrlightError(f"COCO masks {path}: 'annotations' must be a list")
+    labels: dict[str, np.ndarray] = {}
+    by_id: dict[object, str] = {}
+    for k, image in enumerate(data["images"]):
+        try:
+            key, name = image["id"], image["file_name"]
+            height, width = int(image["height"]), int(image["width"])
+        except (KeyError, TypeError, ValueError):
+            raise NmrlightError(f"COCO masks {path}: images[{k}] needs id, file_name, width and height"
+                                ) from None
+        image_id = PurePath(str(name)).stem
+        if image_id in labels:
+            raise NmrlightError(f"COCO masks {path}: ImageId {image_id} listed twice")
+        by_id[key] = image_id
+        labels[image_id] = np.zeros((height, width), dtype=np.int32)
+    counters: dict[str, int] = {}
+    for k, ann in enumerate(annotations):
+        where = f"COCO masks {path}, annotations[{k}]"
+        if not isinstance(ann, dict) or "image_id" not in ann or "segmentation" not in ann:
+            raise NmrlightError(f"{where}: needs image_id and segmentation")
+        if ann["image_id"] not in by_id:
+            raise NmrlightError(f"{where}: image_id {ann['image_id']!r} not in 'images'")
+        image_id = by_id[ann["image_id"]]
+        counters[image_id] = counters.get(image_id, 0) + 1
+        index = ann.get("car_index", counters[image_id])
+        if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+            raise NmrlightError(f"{where}: car_index must be a positive integer, got {index!r}")
+        target = labels[image_id]
+        mask = _decode(ann["segmentation"], target.shape[0], target.shape[1], where)
+        target[mask] = index
+    return labels
+
+
+def write_coco_masks(path: str | Path, labels_by_image: Mapping[str, np.ndarray]) -> None:
+    """Write label images as a COCO JSON with compressed run-length masks and a `car_index` each."""
+    from pycocotools import mask as mask_utils
+
+    images, annotations = [], []
+    for number, (image_id, labels) in enumerate(labels_by_image.items(), start=1):
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise NmrlightError(f"COCO masks {path}: labels of {image_id} must be (H, W), got {labels.shape}")
+        height, width = labels.shape
+        images.append({"id": number, "file_name": f"{image_id}.jpg",
+                       "width": int(width), "height": int(height)})
+        for index in np.unique(labels):
+            if index <= 0:
+                continue
+            binary = np.asfortranarray((labels == index).astype(np.uint8))
+            rle = mask_utils.encode(binary)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": number, "category_id": 1, "iscrowd": 0,
+                "car_index": int(index), "area": int(mask_utils.area(rle)),
+                "bbox": [float(v) for v in mask_utils.toBbox(rle)],
+                "segmentation": {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")},
+            })
+    data = {"images": images, "annotations": annotations, "categories": [{"id": 1, "name": "car"}]}
+    Path(path).write_text(json.dumps(data))

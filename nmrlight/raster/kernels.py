@@ -1,0 +1,302 @@
+"""Compiled CPU kernels (numba): z-buffer visibility, edge-pair search and soft silhouettes.
+
+These are the hot loops of the renderer. They touch only the pixels inside each face's bounding
+box, so their cost grows with covered pixels, not faces x pixels. Every kernel has a PyTorch twin in
+nmrlight.raster.reference, used on CUDA and as the reference implementation in tests.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_NB = {"cache": True, "nogil": True, "fastmath": False}
+
+
+@numba.njit(**_NB)
+def _clamp_int(x: float, lo: int, hi: int) -> int:
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return int(x)
+
+
+@numba.njit(**_NB)
+def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth):
+    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0 = uv[a, 0], uv[a, 1]
+    x1, y1 = uv[b, 0], uv[b, 1]
+    x2, y2 = uv[c, 0], uv[c, 1]
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    if area == 0.0 or not math.isfinite(area):
+        return
+    # pixel (col, row) has its centre at (col + 0.5, row + 0.5)
+    rmin = _clamp_int(math.ceil(min(y0, y1, y2) - 0.5), row_lo, row_hi)
+    rmax = _clamp_int(math.floor(max(y0, y1, y2) - 0.5), row_lo - 1, row_hi - 1)
+    if rmin > rmax:
+        return
+    cmin = _clamp_int(math.ceil(min(x0, x1, x2) - 0.5), 0, width)
+    cmax = _clamp_int(math.floor(max(x0, x1, x2) - 0.5), -1, width - 1)
+    inv_area = 1.0 / area
+    iz0, iz1, iz2 = 1.0 / z[a], 1.0 / z[b], 1.0 / z[c]
+    for row in range(rmin, rmax + 1):
+        py = row + 0.5
+        for col in range(cmin, cmax + 1):
+            px = col + 0.5
+            b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
+            b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
+            b2 = 1.0 - b0 - b1
+            if b0 < 0.0 or b1 < 0.0 or b2 < 0.0:
+                continue
+            iz = b0 * iz0 + b1 * iz1 + b2 * iz2
+            if iz > inv_depth[row, col]:
+                inv_depth[row, col] = iz
+                face_id[row, col] = f
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def rasterize_zbuffer(uv, z, faces, valid, height, width, face_id, inv_depth, bands):
+    """Closest face per pixel centre (largest 1/z wins; the first face wins exact ties).
+
+    uv (V, 2) float64 pixel coordinates, z (V,) camera depth, faces (F, 3), valid (F,) bool.
+    Fills face_id (H, W) int32 (-1 = background) and inv_depth (H, W) float64 (0 = background),
+    both cleared here. Rows are split into bands processed in parallel; each band sees every
+    face in order, so the result does not depend on the number of bands.
+    """
+    bands = max(1, min(height, bands))
+    for band in numba.prange(bands):
+        row_lo = band * height // bands
+        row_hi = (band + 1) * height // bands
+        face_id[row_lo:row_hi] = -1
+        inv_depth[row_lo:row_hi] = 0.0
+        for f in range(faces.shape[0]):
+            if valid[f]:
+                _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth)
+
+
+@numba.njit(**_NB)
+def covered_pixels(face_id):
+    """Flat indices and face ids of all covered pixels, in row-major order."""
+    flat = face_id.ravel()
+    count = 0
+    for i in range(flat.size):
+        if flat[i] >= 0:
+            count += 1
+    idx = np.empty(count, np.int64)
+    fid = np.empty(count, np.int64)
+    k = 0
+    for i in range(flat.size):
+        if flat[i] >= 0:
+            idx[k] = i
+            fid[k] = flat[i]
+            k += 1
+    return idx, fid
+
+
+@numba.njit(**_NB)
+def _pair_wanted(f, g, wanted):
+    if f == g:
+        return False
+    return (f >= 0 and wanted[f]) or (g >= 0 and wanted[g])
+
+
+@numba.njit(**_NB)
+def discontinuity_pairs(face_id, wanted, inv_depth):
+    """4-neighbour pixel pairs whose face ids differ and where a side's face is `wanted`.
+
+    Returns (M, 2) flat indices (first < second, row-major, right before down) and their
+    (M, 2) inverse depths read from inv_depth (H, W).
+    """
+    height, width = face_id.shape
+    count = 0
+    for r in range(height):
+        for c in range(width):
+            f = face_id[r, c]
+            if c + 1 < width and _pair_wanted(f, face_id[r, c + 1], wanted):
+                count += 1
+            if r + 1 < height and _pair_wanted(f, face_id[r + 1, c], wanted):
+                count += 1
+    out = np.empty((count, 2), np.int64)
+    depth = np.empty((count, 2), np.float64)
+    k = 0
+    for r in range(height):
+        for c in range(width):
+            f = face_id[r, c]
+            i = r * width + c
+            if c + 1 < width and _pair_wanted(f, face_id[r, c + 1], wanted):
+                out[k, 0] = i
+                out[k, 1] = i + 1
+                depth[k, 0] = inv_depth[r, c]
+                depth[k, 1] = inv_depth[r, c + 1]
+                k += 1
+            if r + 1 < height and _pair_wanted(f, face_id[r + 1, c], wanted):
+                out[k, 0] = i
+                out[k, 1] = i + width
+                depth[k, 0] = inv_depth[r, c]
+                depth[k, 1] = inv_depth[r + 1, c]
+                k += 1
+    return out, depth
+
+
+# ---------------------------------------------------------------------------------------------------
+# Soft silhouettes (SoftRas-style): per object, A = 1 - prod_f (1 - sigmoid(delta_f d_f^2 / sigma^2)),
+# accumulated in log space: log(1 - A) = -sum_f softplus(x_f), x_f = delta_f d_f^2 / sigma^2.
+# ---------------------------------------------------------------------------------------------------
+
+
+@numba.njit(**_NB)
+def _softplus(x):
+    if x > 30.0:
+        return x
+    if x < -30.0:
+        return math.exp(x)
+    return math.log1p(math.exp(x))
+
+
+@numba.njit(**_NB)
+def _sigmoid(x):
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@numba.njit(**_NB)
+def _segment_dist2(px, py, ax, ay, bx, by):
+    """Squared distance from P to segment AB and the clamped parameter t of the closest point."""
+    ex, ey = bx - ax, by - ay
+    len2 = ex * ex + ey * ey
+    t = 0.0
+    if len2 > 0.0:
+        t = ((px - ax) * ex + (py - ay) * ey) / len2
+        if t < 0.0:
+            t = 0.0
+        elif t > 1.0:
+            t = 1.0
+    dx = px - (ax + t * ex)
+    dy = py - (ay + t * ey)
+    return dx * dx + dy * dy, t
+
+
+@numba.njit(**_NB)
+def _face_box(f, uv, faces, radius, height, width):
+    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+    xs_min = min(uv[a, 0], uv[b, 0], uv[c, 0]) - radius
+    xs_max = max(uv[a, 0], uv[b, 0], uv[c, 0]) + radius
+    ys_min = min(uv[a, 1], uv[b, 1], uv[c, 1]) - radius
+    ys_max = max(uv[a, 1], uv[b, 1], uv[c, 1]) + radius
+    cmin = _clamp_int(math.ceil(xs_min - 0.5), 0, width)
+    cmax = _clamp_int(math.floor(xs_max - 0.5), -1, width - 1)
+    rmin = _clamp_int(math.ceil(ys_min - 0.5), 0, height)
+    rmax = _clamp_int(math.floor(ys_max - 0.5), -1, height - 1)
+    return cmin, cmax, rmin, rmax
+
+
+@numba.njit(**_NB)
+def _soft_x(px, py, x0, y0, x1, y1, x2, y2, orient, inv_s2):
+    """x = delta d^2 / sigma^2 for one pixel, plus which edge is closest and its parameter t."""
+    d0, t0 = _segment_dist2(px, py, x0, y0, x1, y1)
+    d1, t1 = _segment_dist2(px, py, x1, y1, x2, y2)
+    d2, t2 = _segment_dist2(px, py, x2, y2, x0, y0)
+    edge, d, t = 0, d0, t0
+    if d1 < d:
+        edge, d, t = 1, d1, t1
+    if d2 < d:
+        edge, d, t = 2, d2, t2
+    e0 = ((x1 - x0) * (py - y0) - (y1 - y0) * (px - x0)) * orient
+    e1 = ((x2 - x1) * (py - y1) - (y2 - y1) * (px - x1)) * orient
+    e2 = ((x0 - x2) * (py - y2) - (y0 - y2) * (px - x2)) * orient
+    inside = e0 >= 0.0 and e1 >= 0.0 and e2 >= 0.0
+    sign = 1.0 if inside else -1.0
+    return sign * d * inv_s2, edge, t, sign
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def soft_silhouette_forward(uv, faces, valid, face_object, object_faces_start, num_objects,
+                            height, width, sigma, radius, log_keep):
+    """log(1 - A) per object and pixel into log_keep (N, H, W); objects run in parallel."""
+    inv_s2 = 1.0 / (sigma * sigma)
+    for obj in numba.prange(num_objects):
+        for f in range(object_faces_start[obj], object_faces_start[obj + 1]):
+            if not valid[f]:
+                continue
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
+            area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+            if area == 0.0 or not math.isfinite(area):
+                continue
+            orient = 1.0 if area > 0 else -1.0
+            cmin, cmax, rmin, rmax = _face_box(f, uv, faces, radius, height, width)
+            for row in range(rmin, rmax + 1):
+                py = row + 0.5
+                for col in range(cmin, cmax + 1):
+                    x, _, _, _ = _soft_x(col + 0.5, py, x0, y0, x1, y1, x2, y2, orient, inv_s2)
+                    if x < -40.0:
+                        continue
+                    log_keep[obj, row, col] -= _softplus(x)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def soft_silhouette_backward(uv, faces, valid, face_object, height, width, sigma, radius,
+                             grad_log_keep, grad_corner):
+    """dL/d(uv) per face corner (F, 3, 2) from dL/d(log(1 - A)) (N, H, W); faces in parallel."""
+    inv_s2 = 1.0 / (sigma * sigma)
+    for f in numba.prange(faces.shape[0]):
+        if not valid[f]:
+            continue
+        obj = face_object[f]
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
+        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+        if area == 0.0 or not math.isfinite(area):
+            continue
+        orient = 1.0 if area > 0 else -1.0
+        cmin, cmax, rmin, rmax = _face_box(f, uv, faces, radius, height, width)
+        g00 = g01 = g10 = g11 = g20 = g21 = 0.0
+        for row in range(rmin, rmax + 1):
+            py = row + 0.5
+            for col in range(cmin, cmax + 1):
+                px = col + 0.5
+                g = grad_log_keep[obj, row, col]
+                if g == 0.0:
+                    continue
+                x, edge, t, sign = _soft_x(px, py, x0, y0, x1, y1, x2, y2, orient, inv_s2)
+                if x < -40.0:
+                    continue
+                # d(-softplus(x))/dx = -sigmoid(x); dx/d(d^2) = sign / sigma^2
+                gd2 = -g * _sigmoid(x) * sign * inv_s2
+                if edge == 0:
+                    ax, ay, bx, by = x0, y0, x1, y1
+                elif edge == 1:
+                    ax, ay, bx, by = x1, y1, x2, y2
+                else:
+                    ax, ay, bx, by = x2, y2, x0, y0
+                rx = px - (ax + t * (bx - ax))
+                ry = py - (ay + t * (by - ay))
+                # d(d^2)/dA = -2 r (1 - t), d(d^2)/dB = -2 r t
+                ga_x, ga_y = -2.0 * rx * (1.0 - t) * gd2, -2.0 * ry * (1.0 - t) * gd2
+                gb_x, gb_y = -2.0 * rx * t * gd2, -2.0 * ry * t * gd2
+                if edge == 0:
+                    g00 += ga_x
+                    g01 += ga_y
+                    g10 += gb_x
+                    g11 += gb_y
+                elif edge == 1:
+                    g10 += ga_x
+                    g11 += ga_y
+                    g20 += gb_x
+                    g21 += gb_y
+                else:
+                    g20 += ga_x
+                    g21 += ga_y
+                    g00 += gb_x
+                    g01 += gb_y
+        grad_corner[f, 0, 0] = g00
+        grad_corner[f, 0, 1] = g01
+        grad_corner[f, 1, 0] = g10
+        grad_corner[f, 1, 1] = g11
+        grad_corner[f, 2, 0] = g20
+        grad_corner[f, 2, 1] = g21

@@ -1,0 +1,149 @@
+"""Plain PyTorch twins of the compiled kernels: the CUDA path and the reference for tests.
+
+Work is enumerated as (face, pixel) fragments inside each face's bounding box and processed in
+chunks of at most `chunk` fragments, so memory stays bounded (never faces x pixels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+DEFAULT_CHUNK = 1 << 22
+
+
+def _face_boxes(tri: torch.Tensor, radius: float, height: int, width: int):
+    lo = tri.amin(dim=1) - radius - 0.5
+    hi = tri.amax(dim=1) + radius - 0.5
+    cmin = torch.ceil(lo[:, 0]).clamp(0, width).long()
+    cmax = torch.floor(hi[:, 0]).clamp(-1, width - 1).long()
+    rmin = torch.ceil(lo[:, 1]).clamp(0, height).long()
+    rmax = torch.floor(hi[:, 1]).clamp(-1, height - 1).long()
+    return cmin, cmax, rmin, rmax
+
+
+def fragments(tri: torch.Tensor, valid: torch.Tensor, height: int, width: int, radius: float = 0.0,
+              chunk: int = DEFAULT_CHUNK) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Yield (face, row, col) index triples of every pixel centre in each valid face's box."""
+    tri = tri.detach()
+    finite = torch.isfinite(tri).all(dim=2).all(dim=1)
+    cmin, cmax, rmin, rmax = _face_boxes(torch.nan_to_num(tri), radius, height, width)
+    nx = (cmax - cmin + 1).clamp(min=0)
+    ny = (rmax - rmin + 1).clamp(min=0)
+    counts = nx * ny * (valid & finite).long()
+    ends = torch.cumsum(counts, 0)
+    total = int(ends[-1]) if len(ends) else 0
+    start_face = 0
+    num_faces = len(counts)
+    while start_face < num_faces and total > 0:
+        base = int(ends[start_face - 1]) if start_face > 0 else 0
+        stop_face = int(torch.searchsorted(ends, base + chunk, right=True))
+        stop_face = max(stop_face, start_face + 1)
+        faces_here = torch.arange(start_face, stop_face, device=tri.device)
+        c = counts[start_face:stop_face]
+        n = int(c.sum())
+        if n:
+            f = torch.repeat_interleave(faces_here, c)
+            offset = torch.cumsum(c, 0) - c
+            local = torch.arange(n, device=tri.device) - torch.repeat_interleave(offset, c)
+            col = cmin[f] + local % nx[f]
+            row = rmin[f] + torch.div(local, nx[f], rounding_mode="floor")
+            yield f, row, col
+        start_face = stop_face
+
+
+def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
+    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
+    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
+    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
+    inv_area = 1.0 / ((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
+    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
+    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
+    return b0, b1, 1.0 - b0 - b1
+
+
+def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor,
+                      height: int, width: int, chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract as kernels.rasterize_zbuffer: (face_id (H, W) long, inv_depth (H, W) float64)."""
+    uv = uv.detach().double()
+    iz = 1.0 / z.detach().double()
+    tri = uv[faces]
+    tiz = iz[faces]
+    area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
+            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
+    valid = valid & (area != 0) & torch.isfinite(area)
+    inv_depth = torch.zeros(height * width, dtype=torch.float64, device=uv.device)
+    face_id = torch.full((height * width,), torch.iinfo(torch.long).max, dtype=torch.long, device=uv.device)
+
+    def covered():
+        for f, row, col in fragments(tri, valid, height, width, chunk=chunk):
+            b0, b1, b2 = _barycentric(tri[f], col + 0.5, row + 0.5)
+            inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
+            f, pix = f[inside], (row * width + col)[inside]
+            depth = b0[inside] * tiz[f, 0] + b1[inside] * tiz[f, 1] + b2[inside] * tiz[f, 2]
+            yield f, pix, depth
+
+    for _, pix, depth in covered():
+        inv_depth.scatter_reduce_(0, pix, depth, reduce="amax", include_self=True)
+    for f, pix, depth in covered():
+        best = depth == inv_depth[pix]
+        face_id.scatter_reduce_(0, pix[best], f[best], reduce="amin", include_self=True)
+    face_id[inv_depth == 0] = -1
+    return face_id.view(height, width), inv_depth.view(height, width)
+
+
+def discontinuity_pairs(face_id: torch.Tensor, wanted: torch.Tensor,
+                        inv_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same contract and order as kernels.discontinuity_pairs."""
+    height, width = face_id.shape
+    fid = face_id.long()
+    w = torch.zeros(len(wanted) + 1, dtype=torch.bool, device=fid.device)
+    w[1:] = wanted
+    flag = w[fid + 1]  # background (-1) maps to the False at index 0
+    idx = torch.arange(height * width, device=fid.device).view(height, width)
+    right = torch.zeros_like(flag)
+    right[:, :-1] = (fid[:, :-1] != fid[:, 1:]) & (flag[:, :-1] | flag[:, 1:])
+    down = torch.zeros_like(flag)
+    down[:-1] = (fid[:-1] != fid[1:]) & (flag[:-1] | flag[1:])
+    # per pixel the right pair first, then the down pair, row-major like the kernel
+    first = torch.stack([idx, idx], dim=-1)
+    second = torch.stack([idx + 1, idx + width], dim=-1)
+    keep = torch.stack([right, down], dim=-1)
+    pairs = torch.stack([first[keep], second[keep]], dim=-1)
+    flat = inv_depth.reshape(-1)
+    return pairs, flat[pairs]
+
+
+def soft_log_keep(uv: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor, face_object: torch.Tensor,
+                  num_objects: int, height: int, width: int, sigma: float, radius: float,
+                  chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
+    """Differentiable log(1 - A) (N, H, W) of the soft silhouettes, by autograd over fragments."""
+    tri = uv[faces]
+    area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
+            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
+    valid = valid & (area.detach() != 0) & torch.isfinite(area.detach())
+    orient = torch.sign(area)
+    out = torch.zeros(num_objects * height * width, dtype=uv.dtype, device=uv.device)
+    for f, row, col in fragments(tri, valid, height, width, radius=radius, chunk=chunk):
+        p = torch.stack([col + 0.5, row + 0.5], dim=-1).to(uv.dtype)
+        t = tri[f]
+        d2 = None
+        inside = torch.ones(len(f), dtype=torch.bool, device=uv.device)
+        for k in range(3):
+            a, b = t[:, k], t[:, (k + 1) % 3]
+            e = b - a
+            len2 = (e * e).sum(-1)
+            s = (((p - a) * e).sum(-1) / len2.clamp_min(1e-30)).clamp(0, 1)
+            r = p - (a + s[:, None] * e)
+            dk = (r * r).sum(-1)
+            d2 = dk if d2 is None else torch.minimum(d2, dk)
+            cross = (e[:, 0] * (p[:, 1] - a[:, 1]) - e[:, 1] * (p[:, 0] - a[:, 0])) * orient[f]
+            inside &= cross.detach() >= 0
+        sign = inside.to(uv.dtype) * 2 - 1
+        x = sign * d2 / (sigma * sigma)
+        keep = x.detach() >= -40.0
+        target = face_object[f] * (height * width) + row * width + col
+        out = out.index_add(0, target[keep], -F.softplus(x[keep]))
+    return out.view(num_objects, height, width)
