@@ -1,12 +1,20 @@
 """Analytic edge anti-aliasing with gradients, in the spirit of nvdiffrast's `antialias`.
 
 A hard rasteriser has no gradient with respect to where an edge lies: moving it a little changes no
-pixel. For every pair of neighbouring pixel centres whose faces differ, we look for the silhouette
-edge of the front face that crosses the segment between the two centres; at the crossing fraction t
-(measured from the centre inside that face) the face covers t of the way, so the pixel on the wrong
-side of the midpoint takes |t - 1/2| of its neighbour's value. t is a differentiable function of the
-edge's projected vertices, so image losses get gradients that move silhouette and occlusion edges.
-Exact in the limit of small pixels; costs work only at boundary pixels.
+pixel. For every silhouette edge we find where it crosses the segments between neighbouring pixel
+centres (a horizontal or vertical step), keep the crossings where it is the visible boundary (the
+pixel on its side shows its surface, the other is empty or behind it), and blend: at crossing
+fraction t, measured from the centre on the surface side, the surface covers t of the way, so the
+pixel on the wrong side of the midpoint takes |t - 1/2| of its neighbour's value. Each edge uses
+the axis closer to its normal (rows for steep edges, columns for flat ones), so the blended area
+changes at exactly the rate the covered area does. t is a
+differentiable function of the edge's projected end points, so image and silhouette losses get
+gradients that move silhouette and occlusion edges. Exact in the limit of small pixels; costs work
+only along silhouettes.
+
+Walking the edges (rather than the pixel pairs, as nvdiffrast does) finds the crossing even when
+the pixel on the surface side is covered by a neighbouring triangle, which is the common case for
+meshes of small triangles rendered at a reduced scale.
 
 Silhouette edges are mesh borders (open soups have many), non-manifold edges, and edges whose two
 faces point to opposite sides in screen space (the fold of a closed surface).
@@ -18,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nmrlight.raster.rasterize import ScreenMesh, Visibility
+from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibility
 
 
 @dataclass
@@ -43,93 +51,69 @@ def signed_areas(mesh: ScreenMesh) -> torch.Tensor:
             - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
 
 
-def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor) -> torch.Tensor:
-    """(F, 3) bool: can edge k of face f (v_k -> v_k+1) bound the visible surface in this view?"""
+def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor) -> EdgeList:
+    """The edges that can bound the visible surface in this view, each once."""
+    faces = mesh.faces
     facing = torch.sign(signed_areas(mesh))
     neighbour = adjacency.clamp_min(0)
-    border = (adjacency < 0) | ~mesh.valid[neighbour]
-    fold = facing[neighbour] != facing[:, None]
-    return border | fold
+    has_neighbour = (adjacency >= 0) & mesh.valid[neighbour]
+    fold = has_neighbour & (facing[neighbour] != facing[:, None])
+    # a fold is listed by its lower-numbered face, a border by its only face
+    keep = mesh.valid[:, None] & ((~has_neighbour) | (fold & (adjacency > torch.arange(len(faces),
+                                                                                       device=faces.device)[:, None])))
+    face, k = torch.nonzero(keep, as_tuple=True)
+    a = faces[face, k]
+    b = faces[face, (k + 1) % 3]
+    c = faces[face, (k + 2) % 3]
+    uv = mesh.uv.detach().double()
+    ab, ac = uv[b] - uv[a], uv[c] - uv[a]
+    inside = torch.sign(ab[:, 0] * ac[:, 1] - ab[:, 1] * ac[:, 0])
+    other = torch.where(has_neighbour[face, k], adjacency[face, k], torch.full_like(face, -1))
+    return EdgeList(torch.stack([a, b], 1), torch.stack([face, other], 1), inside)
 
 
-def _crossing(mesh: ScreenMesh, face: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
-              sil: torch.Tensor, other_inv_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where the segment start->end leaves `face` through a silhouette edge, as fraction t.
-
-    Returns (t, ok): ok where the first edge crossed is a silhouette edge and whatever lies at `end`
-    is behind the face's plane (or background, other_inv_depth == 0).
-    """
-    corners = mesh.faces[face]
-    tri = mesh.uv[corners]                                   # (M, 3, 2), differentiable
-    area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
-            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
-    orient = torch.sign(area.detach())
-    best_t = torch.full_like(start[:, 0], 2.0)
-    best_edge = torch.full(face.shape, -1, dtype=torch.long, device=face.device)
-    ts = []
-    for k in range(3):
-        a, b = tri[:, k], tri[:, (k + 1) % 3]
-        e = b - a
-        es = (e[:, 0] * (start[:, 1] - a[:, 1]) - e[:, 1] * (start[:, 0] - a[:, 0])) * orient
-        ee = (e[:, 0] * (end[:, 1] - a[:, 1]) - e[:, 1] * (end[:, 0] - a[:, 0])) * orient
-        crosses = (es.detach() >= 0) & (ee.detach() < 0)
-        t = es / torch.where(crosses, es - ee, torch.ones_like(es))
-        ts.append(t)
-        better = crosses & (t.detach() < best_t)
-        best_t = torch.where(better, t.detach(), best_t)
-        best_edge = torch.where(better, torch.full_like(best_edge, k), best_edge)
-    found = best_edge >= 0
-    edge = best_edge.clamp_min(0)
-    t = torch.stack(ts, dim=1).gather(1, edge[:, None]).squeeze(1)
-    is_sil = sil[face, edge] & found
-    # depth test at `end`: inverse depth of the face's plane there (affine in screen space)
-    b = _affine_barycentrics(tri.detach(), end)
-    plane_inv_depth = (b / mesh.z.detach()[corners]).sum(-1)
-    behind = (other_inv_depth == 0) | (other_inv_depth < plane_inv_depth)
-    return t, is_sil & behind
+def _closest_per_pair(mesh: ScreenMesh, cross: Crossings, edges: EdgeList) -> Crossings:
+    """Keep one crossing per pixel pair: the nearest edge. Duplicated border vertices and layered
+    shells (a panel over the body, within the depth tolerance) would otherwise count twice."""
+    if len(cross.edge) < 2:
+        return cross
+    key = torch.minimum(cross.inside, cross.outside) * 2 + cross.axis
+    unique, slot = torch.unique(key, return_inverse=True)
+    if len(unique) == len(key):
+        return cross
+    a = edges.vertices[cross.edge, 0]
+    b = edges.vertices[cross.edge, 1]
+    z = mesh.z.detach()
+    nearness = 1 / z[a] + 1 / z[b]   # good enough to rank edges crossing the same pair
+    best = torch.full((len(unique),), -float("inf"), dtype=nearness.dtype, device=key.device)
+    best = best.scatter_reduce(0, slot, nearness, reduce="amax")
+    candidates = torch.nonzero(nearness == best[slot]).squeeze(1)
+    first = torch.full((len(unique),), len(key), dtype=torch.long, device=key.device)
+    first = first.scatter_reduce(0, slot[candidates], candidates, reduce="amin")
+    return Crossings(cross.edge[first], cross.inside[first], cross.outside[first], cross.axis[first])
 
 
-def _affine_barycentrics(tri: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
-    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
-    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    b0 = ((x1 - p[:, 0]) * (y2 - p[:, 1]) - (x2 - p[:, 0]) * (y1 - p[:, 1])) / area
-    b1 = ((x2 - p[:, 0]) * (y0 - p[:, 1]) - (x0 - p[:, 0]) * (y2 - p[:, 1])) / area
-    return torch.stack([b0, b1, 1 - b0 - b1], dim=-1)
-
-
-def edge_blend(mesh: ScreenMesh, vis: Visibility, sil: torch.Tensor) -> EdgeBlend:
-    """Differentiable blend weights of the boundary pairs found by the visibility pass.
-
-    vis must come from `rasterize(mesh, pair_faces=sil.any(1))`; sil from `silhouette_edges`.
-    """
-    device, dtype = mesh.uv.device, mesh.uv.dtype
-    if len(vis.pairs) == 0:
-        none = torch.zeros(0, dtype=torch.long, device=device)
-        return EdgeBlend(none, none, torch.zeros(0, dtype=dtype, device=device))
-    flat = vis.face_id.view(-1)
-    p, q = vis.pairs[:, 0], vis.pairs[:, 1]
-    fp, fq = flat[p].long(), flat[q].long()
-    dp, dq = vis.pair_inv_depth[:, 0], vis.pair_inv_depth[:, 1]
+def edge_blend(mesh: ScreenMesh, vis: Visibility, edges: EdgeList) -> EdgeBlend:
+    """Differentiable blend weights of the visible crossings found by `rasterize(mesh, edges)`."""
+    cross = _closest_per_pair(mesh, vis.crossings, edges)
+    dtype = mesh.uv.dtype
     width = mesh.width
-
-    def centre(i):
-        return torch.stack([(i % width).to(dtype) + 0.5,
-                            torch.div(i, width, rounding_mode="floor").to(dtype) + 0.5], dim=-1)
-
-    cp, cq = centre(p), centre(q)
-    t_p, ok_p = _crossing(mesh, fp.clamp_min(0), cp, cq, sil, dq)
-    ok_p &= fp >= 0
-    t_q, ok_q = _crossing(mesh, fq.clamp_min(0), cq, cp, sil, dp)
-    ok_q &= fq >= 0
-    # both sides claim the pair only in odd configurations: keep the closer face
-    use_q = ok_q & (~ok_p | (dq > dp))
-    use_p = ok_p & ~use_q
-    inside = torch.cat([p[use_p], q[use_q]])
-    outside = torch.cat([q[use_p], p[use_q]])
-    t = torch.cat([t_p[use_p], t_q[use_q]])
+    a = mesh.uv[edges.vertices[cross.edge, 0]]
+    b = mesh.uv[edges.vertices[cross.edge, 1]]
+    horizontal = cross.axis == 0
+    along = torch.where(horizontal, 1, 0)[:, None]     # coordinate fixed by the line (y for rows)
+    across = 1 - along                                 # coordinate where the edge crosses it
+    row = torch.div(cross.inside, width, rounding_mode="floor")
+    col = cross.inside % width
+    line = torch.where(horizontal, row, col).to(dtype) + 0.5
+    start = torch.where(horizontal, col, row).to(dtype) + 0.5
+    step = torch.where(horizontal, cross.outside - cross.inside, torch.div(cross.outside - cross.inside, width,
+                                                                          rounding_mode="floor")).to(dtype)
+    ha, hb = a.gather(1, along).squeeze(1), b.gather(1, along).squeeze(1)
+    xa, xb = a.gather(1, across).squeeze(1), b.gather(1, across).squeeze(1)
+    x = xa + (line - ha) / (hb - ha) * (xb - xa)
+    t = (x - start) * step
     beyond = t.detach() > 0.5
-    target = torch.where(beyond, outside, inside)
-    source = torch.where(beyond, inside, outside)
+    target = torch.where(beyond, cross.outside, cross.inside)
+    source = torch.where(beyond, cross.inside, cross.outside)
     return EdgeBlend(target, source, (t - 0.5).abs())

@@ -97,48 +97,118 @@ def covered_pixels(face_id):
 
 
 @numba.njit(**_NB)
-def _pair_wanted(f, g, wanted):
-    if f == g:
-        return False
-    return (f >= 0 and wanted[f]) or (g >= 0 and wanted[g])
+def _plane_inv_depth(f, uv, z, faces, px, py):
+    """1/z of face f's plane at pixel position (px, py): affine in screen space."""
+    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    if area == 0.0:
+        return 0.0
+    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
+    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
+    return b0 / z[a] + b1 / z[b] + (1.0 - b0 - b1) / z[c]
 
 
 @numba.njit(**_NB)
-def discontinuity_pairs(face_id, wanted, inv_depth):
-    """4-neighbour pixel pairs whose face ids differ and where a side's face is `wanted`.
+def _accept_crossing(e, edges, edge_faces, uv, z, faces, inv_depth, width, pin, pout, s, tol):
+    """Is the edge the visible boundary between pixel pin (its side) and pout, at edge parameter s?"""
+    row_in, col_in = pin // width, pin % width
+    row_out, col_out = pout // width, pout % width
+    edge_iz = (1.0 - s) / z[edges[e, 0]] + s / z[edges[e, 1]]
+    # outside: background or behind the edge
+    if not inv_depth[row_out, col_out] < edge_iz * (1.0 - tol):
+        return False
+    # inside: covered, and by this surface or something behind it, not by an occluder
+    iz_in = inv_depth[row_in, col_in]
+    if iz_in == 0.0:
+        return False
+    px, py = col_in + 0.5, row_in + 0.5
+    plane = _plane_inv_depth(edge_faces[e, 0], uv, z, faces, px, py)
+    if edge_faces[e, 1] >= 0:
+        plane = max(plane, _plane_inv_depth(edge_faces[e, 1], uv, z, faces, px, py))
+    plane = max(plane, edge_iz)
+    return iz_in <= plane * (1.0 + tol)
 
-    Returns (M, 2) flat indices (first < second, row-major, right before down) and their
-    (M, 2) inverse depths read from inv_depth (H, W).
+
+@numba.njit(**_NB)
+def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol):
+    """Where silhouette edges cross the segments between neighbouring pixel centres.
+
+    edges (E, 2) vertex indices, edge_faces (E, 2) faces on the edge (second -1 at borders),
+    inside (E,) +1 or -1: the sign of cross(B - A, P - A) for points P on the faces' side.
+    Returns (edge (M,), pixel inside (M,), pixel outside (M,), axis (M,): 0 for a horizontal
+    neighbour pair, 1 for vertical) for every crossing that is a visible boundary: the inside
+    pixel shows the edge's surface (or something behind it) and the outside pixel is empty or
+    behind the edge (relative inverse-depth tolerance tol).
     """
-    height, width = face_id.shape
-    count = 0
-    for r in range(height):
-        for c in range(width):
-            f = face_id[r, c]
-            if c + 1 < width and _pair_wanted(f, face_id[r, c + 1], wanted):
-                count += 1
-            if r + 1 < height and _pair_wanted(f, face_id[r + 1, c], wanted):
-                count += 1
-    out = np.empty((count, 2), np.int64)
-    depth = np.empty((count, 2), np.float64)
-    k = 0
-    for r in range(height):
-        for c in range(width):
-            f = face_id[r, c]
-            i = r * width + c
-            if c + 1 < width and _pair_wanted(f, face_id[r, c + 1], wanted):
-                out[k, 0] = i
-                out[k, 1] = i + 1
-                depth[k, 0] = inv_depth[r, c]
-                depth[k, 1] = inv_depth[r, c + 1]
-                k += 1
-            if r + 1 < height and _pair_wanted(f, face_id[r + 1, c], wanted):
-                out[k, 0] = i
-                out[k, 1] = i + width
-                depth[k, 0] = inv_depth[r, c]
-                depth[k, 1] = inv_depth[r + 1, c]
-                k += 1
-    return out, depth
+    height, width = inv_depth.shape
+    cap = 64
+    out_e = np.empty(cap, np.int64)
+    out_in = np.empty(cap, np.int64)
+    out_out = np.empty(cap, np.int64)
+    out_axis = np.empty(cap, np.int64)
+    m = 0
+    for e in range(edges.shape[0]):
+        a, b = edges[e, 0], edges[e, 1]
+        ax, ay, bx, by = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1]
+        sign = inside[e]
+        # an edge blends along one axis only, the one closer to its normal, so that the blended
+        # area changes at the rate the covered area does (both axes would count it twice)
+        steep = abs(by - ay) >= abs(bx - ax)
+        for axis in range(2):
+            if (axis == 0) != steep:
+                continue
+            # axis 0: rows (y = r + 0.5), neighbours left/right; axis 1: columns, neighbours up/down
+            if axis == 0:
+                lo_c, hi_c, lo_o, ha, hb = ay, by, ax, ay, by
+                span = height
+                other = width
+            else:
+                lo_c, hi_c, lo_o, ha, hb = ax, bx, ay, ax, bx
+                span = width
+                other = height
+            if ha == hb:
+                continue
+            first = _clamp_int(math.ceil(min(ha, hb) - 0.5), 0, span)
+            last = _clamp_int(math.ceil(max(ha, hb) - 0.5) - 1, -1, span - 1)
+            for line in range(first, last + 1):
+                y = line + 0.5
+                s = (y - ha) / (hb - ha)
+                if axis == 0:
+                    x = ax + s * (bx - ax)
+                else:
+                    x = ay + s * (by - ay)
+                c = int(math.floor(x - 0.5))
+                if c < 0 or c + 1 >= other:
+                    continue
+                if axis == 0:
+                    p0, p1 = line * width + c, line * width + c + 1
+                    side = ((bx - ax) * (y - ay) - (by - ay) * (c + 0.5 - ax)) * sign
+                else:
+                    p0, p1 = c * width + line, (c + 1) * width + line
+                    side = ((bx - ax) * (c + 0.5 - ay) - (by - ay) * (y - ax)) * sign
+                pin, pout = (p0, p1) if side > 0 else (p1, p0)
+                if not _accept_crossing(e, edges, edge_faces, uv, z, faces, inv_depth, width, pin, pout, s, tol):
+                    continue
+                if m == cap:
+                    cap *= 2
+                    out_e = _grow(out_e, cap)
+                    out_in = _grow(out_in, cap)
+                    out_out = _grow(out_out, cap)
+                    out_axis = _grow(out_axis, cap)
+                out_e[m] = e
+                out_in[m] = pin
+                out_out[m] = pout
+                out_axis[m] = axis
+                m += 1
+    return out_e[:m].copy(), out_in[:m].copy(), out_out[:m].copy(), out_axis[:m].copy()
+
+
+@numba.njit(**_NB)
+def _grow(arr, cap):
+    out = np.empty(cap, arr.dtype)
+    out[: arr.shape[0]] = arr
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

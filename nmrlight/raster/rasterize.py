@@ -31,19 +31,35 @@ class ScreenMesh:
 
 
 @dataclass
-class Visibility:
-    """Result of the visibility pass. Integer tensors, no gradients.
+class EdgeList:
+    """Candidate silhouette edges: vertex pairs, the faces on them, and which side those faces lie."""
 
-    pairs: 4-neighbour pixel pairs (M, 2) whose faces differ and where at least one side's face was
-    flagged in `rasterize(..., pair_faces=...)` (empty when not asked for), with the inverse
-    depth (1/z, 0 for background) of both pixels in pair_inv_depth (M, 2).
-    """
+    vertices: torch.Tensor  # (E, 2) long
+    faces: torch.Tensor     # (E, 2) long, second -1 at borders
+    inside: torch.Tensor    # (E,) float64, sign of cross(B - A, P - A) on the faces' side
+
+
+@dataclass
+class Crossings:
+    """Visible silhouette edges crossing the segments between neighbouring pixel centres."""
+
+    edge: torch.Tensor      # (M,) index into the EdgeList
+    inside: torch.Tensor    # (M,) flat index of the pixel on the surface side
+    outside: torch.Tensor   # (M,) flat index of its neighbour across the edge
+    axis: torch.Tensor      # (M,) 0: left/right neighbours, 1: up/down neighbours
+
+
+@dataclass
+class Visibility:
+    """Result of the visibility pass. Integer tensors, no gradients."""
 
     face_id: torch.Tensor         # (H, W) int32, -1 for background
     pixels: torch.Tensor          # (N,) flat indices of covered pixels, row-major
     pixel_face: torch.Tensor      # (N,) face covering each of them
-    pairs: torch.Tensor           # (M, 2) flat pixel indices
-    pair_inv_depth: torch.Tensor  # (M, 2) float64
+    crossings: Crossings | None   # when asked for with an EdgeList
+
+
+CROSSING_TOLERANCE = 0.01  # relative inverse depth: how far in front of an edge an occluder must be
 
 
 class _Workspace(threading.local):
@@ -70,36 +86,43 @@ def pick_backend(device: torch.device, backend: str = "auto") -> str:
     return backend
 
 
-def rasterize(mesh: ScreenMesh, pair_faces: torch.Tensor | None = None, backend: str = "auto") -> Visibility:
+def rasterize(mesh: ScreenMesh, edges: EdgeList | None = None, backend: str = "auto") -> Visibility:
     """Closest valid face at every pixel centre (ties go to the lower face index).
 
-    pair_faces (F,) bool: also list the boundary pixel pairs touching these faces (for antialias).
+    With `edges`, also find where those edges visibly cross between neighbouring pixel centres
+    (for analytic anti-aliasing); this needs the depth buffer, so it happens here.
     """
     backend = pick_backend(mesh.uv.device, backend)
-    device = mesh.uv.device
+    empty = torch.zeros(0, dtype=torch.long, device=mesh.uv.device)
     if backend == "numba":
         face_id = np.empty((mesh.height, mesh.width), dtype=np.int32)
         inv_depth = _WORKSPACE.depth_buffer(mesh.height, mesh.width)
-        kernels.rasterize_zbuffer(mesh.uv.detach().double().numpy(), mesh.z.detach().double().numpy(),
-                                  mesh.faces.numpy(), mesh.valid.numpy(), mesh.height, mesh.width,
+        uv = mesh.uv.detach().double().numpy()
+        z = mesh.z.detach().double().numpy()
+        faces = mesh.faces.numpy()
+        kernels.rasterize_zbuffer(uv, z, faces, mesh.valid.numpy(), mesh.height, mesh.width,
                                   face_id, inv_depth, 4 * numba.get_num_threads())
         pixels, pixel_face = kernels.covered_pixels(face_id)
-        if pair_faces is not None:
-            pairs, pair_depth = kernels.discontinuity_pairs(face_id, pair_faces.numpy(), inv_depth)
-        else:
-            pairs, pair_depth = np.zeros((0, 2), np.int64), np.zeros((0, 2), np.float64)
+        crossings = None
+        if edges is not None:
+            found = kernels.silhouette_crossings(uv, z, faces, edges.vertices.numpy(), edges.faces.numpy(),
+                                                 edges.inside.numpy(), inv_depth, CROSSING_TOLERANCE)
+            crossings = Crossings(*(torch.from_numpy(x) for x in found))
         return Visibility(torch.from_numpy(face_id), torch.from_numpy(pixels), torch.from_numpy(pixel_face),
-                          torch.from_numpy(pairs), torch.from_numpy(pair_depth))
+                          crossings)
     face_id, inv_depth = reference.rasterize_zbuffer(mesh.uv, mesh.z, mesh.faces, mesh.valid,
                                                      mesh.height, mesh.width)
     flat = face_id.view(-1)
     pixels = torch.nonzero(flat >= 0).squeeze(1)
-    if pair_faces is not None:
-        pairs, pair_depth = reference.discontinuity_pairs(face_id, pair_faces, inv_depth)
-    else:
-        pairs = torch.zeros((0, 2), dtype=torch.long, device=device)
-        pair_depth = torch.zeros((0, 2), dtype=torch.float64, device=device)
-    return Visibility(face_id.to(torch.int32), pixels, flat[pixels], pairs, pair_depth)
+    crossings = None
+    if edges is not None:
+        if len(edges.vertices):
+            crossings = Crossings(*reference.silhouette_crossings(
+                mesh.uv, mesh.z, mesh.faces, edges.vertices, edges.faces, edges.inside, inv_depth,
+                CROSSING_TOLERANCE))
+        else:
+            crossings = Crossings(empty, empty, empty, empty)
+    return Visibility(face_id.to(torch.int32), pixels, flat[pixels], crossings)
 
 
 def screen_barycentrics(tri_uv: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:

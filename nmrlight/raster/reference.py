@@ -94,26 +94,68 @@ def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, va
     return face_id.view(height, width), inv_depth.view(height, width)
 
 
-def discontinuity_pairs(face_id: torch.Tensor, wanted: torch.Tensor,
-                        inv_depth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract and order as kernels.discontinuity_pairs."""
-    height, width = face_id.shape
-    fid = face_id.long()
-    w = torch.zeros(len(wanted) + 1, dtype=torch.bool, device=fid.device)
-    w[1:] = wanted
-    flag = w[fid + 1]  # background (-1) maps to the False at index 0
-    idx = torch.arange(height * width, device=fid.device).view(height, width)
-    right = torch.zeros_like(flag)
-    right[:, :-1] = (fid[:, :-1] != fid[:, 1:]) & (flag[:, :-1] | flag[:, 1:])
-    down = torch.zeros_like(flag)
-    down[:-1] = (fid[:-1] != fid[1:]) & (flag[:-1] | flag[1:])
-    # per pixel the right pair first, then the down pair, row-major like the kernel
-    first = torch.stack([idx, idx], dim=-1)
-    second = torch.stack([idx + 1, idx + width], dim=-1)
-    keep = torch.stack([right, down], dim=-1)
-    pairs = torch.stack([first[keep], second[keep]], dim=-1)
-    flat = inv_depth.reshape(-1)
-    return pairs, flat[pairs]
+def _plane_inv_depth(uv, z, corners, px, py):
+    tri = uv[corners]
+    iz = 1.0 / z[corners]
+    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
+    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
+    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    safe = torch.where(area == 0, torch.ones_like(area), area)
+    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / safe
+    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / safe
+    value = b0 * iz[:, 0] + b1 * iz[:, 1] + (1 - b0 - b1) * iz[:, 2]
+    return torch.where(area == 0, torch.zeros_like(value), value)
+
+
+def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol):
+    """Same contract as kernels.silhouette_crossings (same set, possibly another order)."""
+    uv, z = uv.detach().double(), z.detach().double()
+    height, width = inv_depth.shape
+    flat_depth = inv_depth.reshape(-1)
+    results = []
+    for axis in range(2):
+        along, across = (1, 0) if axis == 0 else (0, 1)
+        span, other = (height, width) if axis == 0 else (width, height)
+        ha, hb = uv[edges[:, 0], along], uv[edges[:, 1], along]
+        first = torch.ceil(torch.minimum(ha, hb) - 0.5).clamp(0, span).long()
+        last = (torch.ceil(torch.maximum(ha, hb) - 0.5) - 1).clamp(-1, span - 1).long()
+        steep = (uv[edges[:, 1], 1] - uv[edges[:, 0], 1]).abs() >= (uv[edges[:, 1], 0] - uv[edges[:, 0], 0]).abs()
+        use = steep if axis == 0 else ~steep
+        counts = (last - first + 1).clamp_min(0) * (use & (ha != hb)).long()
+        e = torch.repeat_interleave(torch.arange(len(edges), device=uv.device), counts)
+        offset = torch.cumsum(counts, 0) - counts
+        line = first[e] + torch.arange(len(e), device=uv.device) - torch.repeat_interleave(offset, counts)
+        y = line.double() + 0.5
+        s = (y - ha[e]) / (hb[e] - ha[e])
+        a, b = uv[edges[e, 0]], uv[edges[e, 1]]
+        x = a[:, across] + s * (b[:, across] - a[:, across])
+        c = torch.floor(x - 0.5).long()
+        ok = (c >= 0) & (c + 1 < other)
+        c0 = c.clamp(0, other - 2)
+        if axis == 0:
+            p0, p1 = line * width + c0, line * width + c0 + 1
+            cx, cy = c0.double() + 0.5, y
+        else:
+            p0, p1 = c0 * width + line, (c0 + 1) * width + line
+            cx, cy = y, c0.double() + 0.5
+        side = ((b[:, 0] - a[:, 0]) * (cy - a[:, 1]) - (b[:, 1] - a[:, 1]) * (cx - a[:, 0])) * inside[e]
+        pin = torch.where(side > 0, p0, p1)
+        pout = torch.where(side > 0, p1, p0)
+        edge_iz = (1 - s) / z[edges[e, 0]] + s / z[edges[e, 1]]
+        ok &= flat_depth[pout] < edge_iz * (1 - tol)
+        iz_in = flat_depth[pin]
+        ok &= iz_in != 0
+        px = (pin % width).double() + 0.5
+        py = torch.div(pin, width, rounding_mode="floor").double() + 0.5
+        plane = _plane_inv_depth(uv, z, faces[edge_faces[e, 0]], px, py)
+        second = edge_faces[e, 1]
+        plane2 = _plane_inv_depth(uv, z, faces[second.clamp_min(0)], px, py)
+        plane = torch.where(second >= 0, torch.maximum(plane, plane2), plane)
+        plane = torch.maximum(plane, edge_iz)
+        ok &= iz_in <= plane * (1 + tol)
+        results.append((e[ok], pin[ok], pout[ok], torch.full_like(e[ok], axis)))
+    return tuple(torch.cat([r[i] for r in results]) for i in range(4))
 
 
 def soft_log_keep(uv: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor, face_object: torch.Tensor,
