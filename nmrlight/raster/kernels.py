@@ -160,13 +160,9 @@ def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol
                 continue
             # axis 0: rows (y = r + 0.5), neighbours left/right; axis 1: columns, neighbours up/down
             if axis == 0:
-                lo_c, hi_c, lo_o, ha, hb = ay, by, ax, ay, by
-                span = height
-                other = width
+                ha, hb, span, other = ay, by, height, width
             else:
-                lo_c, hi_c, lo_o, ha, hb = ax, bx, ay, ax, bx
-                span = width
-                other = height
+                ha, hb, span, other = ax, bx, width, height
             if ha == hb:
                 continue
             first = _clamp_int(math.ceil(min(ha, hb) - 0.5), 0, span)
