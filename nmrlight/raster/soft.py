@@ -21,7 +21,7 @@ import torch
 from nmrlight.raster import kernels, reference
 from nmrlight.raster.rasterize import ScreenMesh, pick_backend
 
-_EPS = 1e-4  # contributions below this are dropped: radius = sigma * sqrt(log(1/eps - 1))
+_EPS = 1e-8  # contributions below this are dropped: radius = sigma * sqrt(log(1/eps - 1))
 
 
 def band_radius(sigma: float) -> float:
