@@ -130,7 +130,7 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
     packed = scene.pack()
     screen = project_scene(packed, camera)
     want_blend = edges != "none" and bool(outputs & {"image", "alpha", "object_alpha"})
-    sil = silhouette_edges(screen, packed.adjacency) if want_blend else None
+    sil = silhouette_edges(screen, packed.adjacency, backend) if want_blend else None
     vis = rasterize(screen, edges=sil, backend=backend)
     need_bary = ("depth" in outputs or normals == "smooth"
                  or ("image" in outputs and any(o.textures is not None or o.albedo.ndim == 2

@@ -9,6 +9,7 @@ import torch
 
 from nmrlight.camera import Camera
 from nmrlight.io.cars import read_car_json
+from nmrlight.raster.antialias import silhouette_edges
 from nmrlight.raster.soft import soft_silhouettes
 from nmrlight.render import project_scene, render
 from nmrlight.rotations import kaggle_to_matrix
@@ -58,6 +59,15 @@ def test_numba_and_torch_renders_and_gradients_agree(two_cars):
     assert torch.allclose(oa, ob, atol=1e-9)
     assert torch.allclose(ga, gb, rtol=1e-6)
     assert torch.allclose(la, lb, rtol=1e-9)
+
+
+def test_silhouette_edge_lists_agree(two_cars):
+    scene, cam = two_cars
+    screen, packed = _screen(scene, cam)
+    lists = [silhouette_edges(screen, packed.adjacency, backend) for backend in ("numba", "torch")]
+    rows = [{tuple(v) + tuple(f) + (s,) for v, f, s in zip(e.vertices.tolist(), e.faces.tolist(), e.inside.tolist())}
+            for e in lists]
+    assert rows[0] == rows[1] and len(rows[0]) > 500
 
 
 def _screen(scene, cam):

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibility
+from nmrlight.raster import kernels
+from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibility, pick_backend
 
 
 @dataclass
@@ -51,8 +52,12 @@ def signed_areas(mesh: ScreenMesh) -> torch.Tensor:
             - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
 
 
-def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor) -> EdgeList:
+def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor, backend: str = "auto") -> EdgeList:
     """The edges that can bound the visible surface in this view, each once."""
+    if pick_backend(mesh.uv.device, backend) == "numba":
+        found = kernels.silhouette_edge_list(mesh.uv.detach().double().numpy(), mesh.faces.numpy(),
+                                             mesh.valid.numpy(), adjacency.numpy())
+        return EdgeList(*(torch.from_numpy(x) for x in found))
     faces = mesh.faces
     facing = torch.sign(signed_areas(mesh))
     neighbour = adjacency.clamp_min(0)

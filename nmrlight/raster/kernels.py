@@ -366,3 +366,43 @@ def soft_silhouette_backward(uv, faces, valid, face_object, height, width, sigma
         grad_corner[f, 1, 1] = g11
         grad_corner[f, 2, 0] = g20
         grad_corner[f, 2, 1] = g21
+
+
+@numba.njit(**_NB)
+def silhouette_edge_list(uv, faces, valid, adjacency):
+    """Borders and folds of the valid faces, each once: see antialias.silhouette_edges."""
+    nf = faces.shape[0]
+    facing = np.zeros(nf, np.float64)
+    for f in range(nf):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        area = (uv[b, 0] - uv[a, 0]) * (uv[c, 1] - uv[a, 1]) - (uv[c, 0] - uv[a, 0]) * (uv[b, 1] - uv[a, 1])
+        facing[f] = 1.0 if area > 0 else (-1.0 if area < 0 else 0.0)
+    count = 0
+    for f in range(nf):
+        if not valid[f]:
+            continue
+        for k in range(3):
+            g = adjacency[f, k]
+            if g < 0 or not valid[g] or (facing[g] != facing[f] and g > f):
+                count += 1
+    verts = np.empty((count, 2), np.int64)
+    owners = np.empty((count, 2), np.int64)
+    inside = np.empty(count, np.float64)
+    m = 0
+    for f in range(nf):
+        if not valid[f]:
+            continue
+        for k in range(3):
+            g = adjacency[f, k]
+            border = g < 0 or not valid[g]
+            if not (border or (facing[g] != facing[f] and g > f)):
+                continue
+            a, b, c = faces[f, k], faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]
+            cross = (uv[b, 0] - uv[a, 0]) * (uv[c, 1] - uv[a, 1]) - (uv[b, 1] - uv[a, 1]) * (uv[c, 0] - uv[a, 0])
+            verts[m, 0] = a
+            verts[m, 1] = b
+            owners[m, 0] = f
+            owners[m, 1] = -1 if border else g
+            inside[m] = 1.0 if cross > 0 else (-1.0 if cross < 0 else 0.0)
+            m += 1
+    return verts, owners, inside
