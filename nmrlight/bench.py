@@ -122,7 +122,7 @@ def run_reference(meshes: list[CarMesh], scale: float = 1.0, device: str = "cpu"
     def scene(omegas, shifts):
         return Scene([MeshObject(v, f, rotation=so3_exp(w) @ kaggle_to_matrix(p[:3]), translation=p[3:] + s,
                                  albedo=torch.tensor([0.6], device=dev))
-                      for v, f, p, w, s in zip(vertices, faces, poses, omegas, shifts)])
+                      for v, f, p, w, s in zip(vertices, faces, poses, omegas, shifts, strict=True)])
 
     lighting_kwargs = {"ambient": 0.45, "directional": 0.55, "direction": (0.3, -1.0, -0.4)}
     with torch.no_grad():

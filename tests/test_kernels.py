@@ -65,7 +65,7 @@ def test_silhouette_edge_lists_agree(two_cars):
     scene, cam = two_cars
     screen, packed = _screen(scene, cam)
     lists = [silhouette_edges(screen, packed.adjacency, backend) for backend in ("numba", "torch")]
-    rows = [{tuple(v) + tuple(f) + (s,) for v, f, s in zip(e.vertices.tolist(), e.faces.tolist(), e.inside.tolist())}
+    rows = [set(zip(map(tuple, e.vertices.tolist()), map(tuple, e.faces.tolist()), e.inside.tolist(), strict=True))
             for e in lists]
     assert rows[0] == rows[1] and len(rows[0]) > 500
 
