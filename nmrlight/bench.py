@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from nmrlight.camera import Camera
 from nmrlight.io.cars import CarMesh, car_id, read_car_json
@@ -143,7 +144,7 @@ def run_reference(meshes: list[CarMesh], scale: float = 1.0, device: str = "cpu"
         _sync(dev)
         t0 = time.perf_counter()
         out = render(scene(omegas, shifts), camera, Lighting(**lights), outputs={"image", "alpha"})
-        loss = (out.image - target.image).square().mean() + (out.alpha - target.alpha).square().mean()
+        loss = F.mse_loss(out.image, target.image) + F.mse_loss(out.alpha, target.alpha)
         _sync(dev)
         t1 = time.perf_counter()
         loss.backward()

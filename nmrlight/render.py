@@ -181,7 +181,8 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
         albedo = _pixel_albedo(scene, packed, vis.pixel_face, bary)
         color = albedo if lighting is None else albedo * lighting.intensity(light_normals)
         bg = _background(background, channels, camera, color)
-        image = bg.index_copy(1, pix, color.T.contiguous())
+        image = bg.clone(memory_format=torch.contiguous_format)
+        image[:, pix] = color.T
         if blend is not None:
             image = blend.apply(image)
         image = image.view(channels, height, width)

@@ -20,7 +20,15 @@ from nmrlight.rotations import kaggle_to_matrix
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def double_precision():
+    """Finite differences need float64; restore the default for the other test modules."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
 
 SUPERSAMPLE = 8
 

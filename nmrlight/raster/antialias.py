@@ -39,11 +39,14 @@ class EdgeBlend:
     weight: torch.Tensor   # (M,) differentiable, in [0, 1/2]
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
-        """Blend a stack of per-pixel values (C, H*W): value[target] += w (value[source] - value[target])."""
+        """Blend a stack of per-pixel values (C, H*W): value[target] += w (value[source] - value[target]).
+
+        Works in place (no full-frame copy): pass a tensor this render created itself.
+        """
         if len(self.target) == 0:
             return values
         delta = self.weight * (values[:, self.source] - values[:, self.target])
-        return values.index_add(1, self.target, delta)
+        return values.index_add_(1, self.target, delta)
 
 
 def signed_areas(mesh: ScreenMesh) -> torch.Tensor:
