@@ -198,3 +198,32 @@ def test_intrinsics_gradient_matches_finite_differences(ellipsoid):
                 return float(scene.loss(torch.zeros(3), torch.zeros(3), *lights, fine, "none", SUPERSAMPLE))
         numeric = (at(1) - at(-1)) / (2 * h / SUPERSAMPLE)
         assert float(K.grad[i, j]) == pytest.approx(numeric, rel=0.12, abs=0.02 * abs(numeric) + 1e-3)
+
+
+def test_albedo_depth_and_normal_gradients_match_finite_differences():
+    cam = Camera(torch.tensor([[100.0, 0, 32], [0, 100, 24], [0, 0, 1]]), 64, 48)
+    verts = torch.tensor([[-1.5, -1.2, 9.0], [1.6, -0.8, 10.0], [0.1, 1.4, 12.0]], requires_grad=True)
+    faces = torch.tensor([[0, 1, 2]])
+    albedo = torch.tensor([0.3, 0.6, 0.9], requires_grad=True)
+    w = weights(48, 64, 3)
+
+    def loss(v, a):
+        out = render(Scene([MeshObject(v, faces, albedo=a)]), cam, Lighting(0.3, 0.7, (0.2, -0.5, -1.0)),
+                     edges="none", normals="smooth", outputs={"image", "depth", "normals"})
+        return (out.image * w).sum() + (out.depth * w).sum() + (out.normals * w).sum()
+
+    loss(verts, albedo).backward()
+    h = 1e-6
+    for i in range(3):
+        d = torch.zeros(3)
+        d[i] = h
+        with torch.no_grad():
+            numeric = (loss(verts, albedo + d) - loss(verts, albedo - d)) / (2 * h)
+        assert float(albedo.grad[i]) == pytest.approx(float(numeric), rel=1e-6)
+    # interior pixels only move smoothly with the vertices (no pixel changes face for tiny steps)
+    for index in [(0, 2), (1, 0), (2, 1), (2, 2)]:
+        d = torch.zeros(3, 3)
+        d[index] = h
+        with torch.no_grad():
+            numeric = (loss(verts + d, albedo) - loss(verts - d, albedo)) / (2 * h)
+        assert float(verts.grad[index]) == pytest.approx(float(numeric), rel=1e-5, abs=1e-6)
