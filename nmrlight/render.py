@@ -102,6 +102,31 @@ def _pixel_albedo(scene: Scene, packed: PackedScene, face: torch.Tensor, bary: t
     return out
 
 
+class _Paint(torch.autograd.Function):
+    """out = background with columns `pix` replaced by `values`; backward gathers, never clones twice."""
+
+    @staticmethod
+    def forward(ctx, background, pix, values):
+        out = background.clone(memory_format=torch.contiguous_format)
+        out[:, pix] = values
+        ctx.save_for_backward(pix)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (pix,) = ctx.saved_tensors
+        grad_background = None
+        if ctx.needs_input_grad[0]:
+            grad_background = grad.clone()
+            grad_background[:, pix] = 0
+        return grad_background, None, grad[:, pix] if ctx.needs_input_grad[2] else None
+
+
+def paint(background: torch.Tensor, pix: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Write per-pixel values (C, N) at flat pixel indices into a copy of background (C, H*W)."""
+    return _Paint.apply(background, pix, values)
+
+
 def _object_frame_vertices(scene: Scene, packed: PackedScene) -> torch.Tensor:
     return torch.cat([o.vertices.to(packed.vertices) for o in scene.objects])
 
@@ -181,8 +206,7 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
         albedo = _pixel_albedo(scene, packed, vis.pixel_face, bary)
         color = albedo if lighting is None else albedo * lighting.intensity(light_normals)
         bg = _background(background, channels, camera, color)
-        image = bg.clone(memory_format=torch.contiguous_format)
-        image[:, pix] = color.T
+        image = paint(bg, pix, color.T)
         if blend is not None:
             image = blend.apply(image)
         image = image.view(channels, height, width)

@@ -51,7 +51,7 @@ def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth):
             b2 = 1.0 - b0 - b1
             if b0 < 0.0 or b1 < 0.0 or b2 < 0.0:
                 continue
-            iz = b0 * iz0 + b1 * iz1 + b2 * iz2
+            iz = np.float32(b0 * iz0 + b1 * iz1 + b2 * iz2)
             if iz > inv_depth[row, col]:
                 inv_depth[row, col] = iz
                 face_id[row, col] = f
@@ -62,7 +62,7 @@ def rasterize_zbuffer(uv, z, faces, valid, height, width, face_id, inv_depth, ba
     """Closest face per pixel centre (largest 1/z wins; the first face wins exact ties).
 
     uv (V, 2) float64 pixel coordinates, z (V,) camera depth, faces (F, 3), valid (F,) bool.
-    Fills face_id (H, W) int32 (-1 = background) and inv_depth (H, W) float64 (0 = background),
+    Fills face_id (H, W) int32 (-1 = background) and inv_depth (H, W) float32 (0 = background),
     both cleared here. Rows are split into bands processed in parallel; each band sees every
     face in order, so the result does not depend on the number of bands.
     """

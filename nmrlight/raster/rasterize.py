@@ -63,13 +63,13 @@ CROSSING_TOLERANCE = 0.01  # relative inverse depth: how far in front of an edge
 
 
 class _Workspace(threading.local):
-    """Per-thread depth buffer reused between calls (a fresh 30 MB buffer costs page faults)."""
+    """Per-thread depth buffer reused between calls (a fresh full-frame buffer costs page faults)."""
 
     inv_depth: np.ndarray | None = None
 
     def depth_buffer(self, height: int, width: int) -> np.ndarray:
         if self.inv_depth is None or self.inv_depth.shape != (height, width):
-            self.inv_depth = np.zeros((height, width), dtype=np.float64)
+            self.inv_depth = np.zeros((height, width), dtype=np.float32)
         return self.inv_depth
 
 

@@ -66,7 +66,7 @@ def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
 
 def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor,
                       height: int, width: int, chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same contract as kernels.rasterize_zbuffer: (face_id (H, W) long, inv_depth (H, W) float64)."""
+    """Same contract as kernels.rasterize_zbuffer: (face_id (H, W) long, inv_depth (H, W) float32)."""
     uv = uv.detach().double()
     iz = 1.0 / z.detach().double()
     tri = uv[faces]
@@ -74,7 +74,7 @@ def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, va
     area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
             - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
     valid = valid & (area != 0) & torch.isfinite(area)
-    inv_depth = torch.zeros(height * width, dtype=torch.float64, device=uv.device)
+    inv_depth = torch.zeros(height * width, dtype=torch.float32, device=uv.device)
     face_id = torch.full((height * width,), torch.iinfo(torch.long).max, dtype=torch.long, device=uv.device)
 
     def covered():
@@ -83,7 +83,7 @@ def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, va
             inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
             f, pix = f[inside], (row * width + col)[inside]
             depth = b0[inside] * tiz[f, 0] + b1[inside] * tiz[f, 1] + b2[inside] * tiz[f, 2]
-            yield f, pix, depth
+            yield f, pix, depth.float()  # the depth buffer is float32, as in the compiled kernel
 
     for _, pix, depth in covered():
         inv_depth.scatter_reduce_(0, pix, depth, reduce="amax", include_self=True)
