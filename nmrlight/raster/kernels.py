@@ -42,9 +42,27 @@ def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth):
     cmax = _clamp_int(math.floor(max(x0, x1, x2) - 0.5), -1, width - 1)
     inv_area = 1.0 / area
     iz0, iz1, iz2 = 1.0 / z[a], 1.0 / z[b], 1.0 / z[c]
+    # along a row each barycentric is affine in px: b_k = c_k + a_k px; the pixels where all three
+    # are >= 0 form one span, found analytically (padded by a pixel, the exact test below decides)
+    a0 = -(y2 - y1) * inv_area
+    a1 = -(y0 - y2) * inv_area
     for row in range(rmin, rmax + 1):
         py = row + 0.5
-        for col in range(cmin, cmax + 1):
+        c0 = (x1 * (y2 - py) - x2 * (y1 - py)) * inv_area
+        c1 = (x2 * (y0 - py) - x0 * (y2 - py)) * inv_area
+        lo, hi = -1e300, 1e300
+        for ak, ck in ((a0, c0), (a1, c1), (-a0 - a1, 1.0 - c0 - c1)):
+            if ak > 0.0:
+                lo = max(lo, -ck / ak)
+            elif ak < 0.0:
+                hi = min(hi, -ck / ak)
+            elif ck < 0.0:
+                hi = -1e300
+        if lo > hi:
+            continue
+        start = max(cmin, int(math.ceil(max(lo, -1.0) - 0.5)) - 1)
+        stop = min(cmax, int(math.floor(min(hi, width + 1.0) - 0.5)) + 1)
+        for col in range(start, stop + 1):
             px = col + 0.5
             b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
             b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
