@@ -131,6 +131,58 @@ def _object_frame_vertices(scene: Scene, packed: PackedScene) -> torch.Tensor:
     return torch.cat([o.vertices.to(packed.vertices) for o in scene.objects])
 
 
+def _flip_toward_camera(flip: torch.Tensor, *normals: torch.Tensor) -> list[torch.Tensor]:
+    return [torch.where(flip, -n, n) for n in normals]
+
+
+def _shade_flat(scene: Scene, packed: PackedScene, vis: Visibility, bary: torch.Tensor | None,
+                lighting: Lighting | None, outputs: frozenset[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-face normals and light, gathered per pixel: (pixel normals or None, pixel colours or None)."""
+    n_cam = face_normals(packed.vertices, packed.faces)
+    n_light = n_cam
+    if lighting is not None and lighting.frame == "object":
+        n_light = face_normals(_object_frame_vertices(scene, packed), packed.faces)
+    if lighting is None or lighting.two_sided:
+        # a planar face is seen from one side everywhere: test it at the centroid
+        flip = ((n_cam * packed.vertices[packed.faces].mean(1)).sum(-1, keepdim=True) > 0).detach()
+        n_cam, n_light = _flip_toward_camera(flip, n_cam, n_light)
+    pixel_normals = n_cam[vis.pixel_face] if "normals" in outputs else None
+    if "image" not in outputs:
+        return pixel_normals, None
+    if bary is None:  # uniform albedo per object: colour each face once, then gather
+        face_color = torch.stack([o.albedo.to(packed.vertices) for o in scene.objects])[packed.face_object]
+        if lighting is not None:
+            face_color = face_color * lighting.intensity(n_light)
+        return pixel_normals, face_color[vis.pixel_face]
+    color = _pixel_albedo(scene, packed, vis.pixel_face, bary)
+    if lighting is not None:
+        color = color * lighting.intensity(n_light)[vis.pixel_face]
+    return pixel_normals, color
+
+
+def _shade_smooth(scene: Scene, packed: PackedScene, vis: Visibility, bary: torch.Tensor,
+                  lighting: Lighting | None, outputs: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Interpolated vertex normals, turned toward the camera per pixel, lit per pixel."""
+    corners = packed.faces[vis.pixel_face]
+    weights = bary[..., None]
+    points = (packed.vertices[corners] * weights).sum(1)
+    vn = vertex_normals(packed.vertices, packed.faces)
+    pixel_normals = torch.nn.functional.normalize((vn[corners] * weights).sum(1), dim=-1)
+    light_normals = pixel_normals
+    if lighting is not None and lighting.frame == "object":
+        vo = vertex_normals(_object_frame_vertices(scene, packed), packed.faces)
+        light_normals = torch.nn.functional.normalize((vo[corners] * weights).sum(1), dim=-1)
+    if lighting is None or lighting.two_sided:
+        flip = ((pixel_normals * points).sum(-1, keepdim=True) > 0).detach()
+        pixel_normals, light_normals = _flip_toward_camera(flip, pixel_normals, light_normals)
+    if "image" not in outputs:
+        return pixel_normals, None
+    color = _pixel_albedo(scene, packed, vis.pixel_face, bary)
+    if lighting is not None:
+        color = color * lighting.intensity(light_normals)
+    return pixel_normals, color
+
+
 def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
            background: torch.Tensor | float = 0.0, edges: str = "analytic", sigma: float = 1.0,
            normals: str = "flat", outputs: frozenset[str] | set[str] = ALL_OUTPUTS,
@@ -166,45 +218,15 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
     dtype, device = packed.vertices.dtype, packed.vertices.device
     pix = vis.pixels
 
-    need_normals = "normals" in outputs or ("image" in outputs and lighting is not None)
-    pixel_normals = None
-    if need_normals:
-        points = None
-        if normals == "flat":
-            n_cam = face_normals(packed.vertices, packed.faces)
-            centroid = packed.vertices[packed.faces].mean(1)
-            if lighting is not None and lighting.frame == "object":
-                n_light = face_normals(_object_frame_vertices(scene, packed), packed.faces)
-            else:
-                n_light = n_cam
-            if lighting is None or lighting.two_sided:
-                flip = ((n_cam * centroid).sum(-1, keepdim=True) > 0).detach()
-                n_cam = torch.where(flip, -n_cam, n_cam)
-                n_light = torch.where(flip, -n_light, n_light)
-            pixel_normals = n_cam[vis.pixel_face]
-            light_normals = n_light[vis.pixel_face]
-        else:
-            corners = packed.faces[vis.pixel_face]
-            points = (packed.vertices[corners] * bary[..., None]).sum(1)
-            vn = vertex_normals(packed.vertices, packed.faces)
-            pixel_normals = torch.nn.functional.normalize((vn[corners] * bary[..., None]).sum(1), dim=-1)
-            if lighting is not None and lighting.frame == "object":
-                vo = vertex_normals(_object_frame_vertices(scene, packed), packed.faces)
-                light_normals = torch.nn.functional.normalize((vo[corners] * bary[..., None]).sum(1), dim=-1)
-            else:
-                light_normals = pixel_normals
-            if lighting is None or lighting.two_sided:
-                flip = ((pixel_normals * points).sum(-1, keepdim=True) > 0).detach()
-                pixel_normals = torch.where(flip, -pixel_normals, pixel_normals)
-                light_normals = torch.where(flip, -light_normals, light_normals)
-
     image = alpha = object_alpha = depth = normal_map = None
     blend = edge_blend(screen, vis, sil) if want_blend else None
+    if normals == "flat":
+        pixel_normals, color = _shade_flat(scene, packed, vis, bary, lighting, outputs)
+    else:
+        pixel_normals, color = _shade_smooth(scene, packed, vis, bary, lighting, outputs)
 
     if "image" in outputs:
         channels = scene.channels
-        albedo = _pixel_albedo(scene, packed, vis.pixel_face, bary)
-        color = albedo if lighting is None else albedo * lighting.intensity(light_normals)
         bg = _background(background, channels, camera, color)
         image = paint(bg, pix, color.T)
         if blend is not None:

@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 LOSS_TERMS = ("silhouette", "grayscale", "both")
 LIGHTING_MODES = ("learn", "fixed")
 
-# coarse-to-fine stages: (window size in render pixels, edges, soft sigma in pixels, max iterations)
+# coarse-to-fine stages: (window size in render pixels, edges, sigma in pixels, max iterations);
+# analytic stages blur render and mask by a Gaussian of width sigma (0: compare them sharp),
+# soft stages use the renderer's soft silhouettes of width sigma
 DEFAULT_STAGES: tuple[tuple[int, str, float, int], ...] = (
-    (96, "soft", 2.0, 20),
-    (160, "soft", 1.0, 20),
-    (240, "analytic", 0.0, 30),
+    (80, "analytic", 2.0, 25),
+    (128, "analytic", 1.0, 25),
+    (192, "analytic", 0.0, 30),
 )
 
 
@@ -29,17 +31,23 @@ class RefineConfig:
     extra: dict = field(default_factory=dict)
     # --- pose optimisation (added by the refinement engineer; all optional) ---
     stages: tuple[tuple[int, str, float, int], ...] = DEFAULT_STAGES
-    lr_rotation: float = 0.01            # Adam step on so(3), radians
-    lr_pixels: float = 0.5               # Adam step on the projected centre, render pixels
-    lr_log_depth: float = 0.004          # Adam step on log depth
+    lr_rotation: float = 0.02            # Adam step on so(3), radians
+    lr_pixels: float = 1.0               # Adam step on the projected centre, render pixels
+    lr_log_depth: float = 0.008          # Adam step on log depth
     stage_lr_decay: float = 0.6          # learning rates multiply by this at each new stage
-    patience: int = 8                    # stop a stage after this many iterations without improvement
+    patience: int = 12                   # stop a stage after this many iterations without improvement
     weight_silhouette: float = 1.0
     weight_grayscale: float = 1.0
     huber_delta: float = 0.05            # grayscale residual scale (image units in [0, 1])
     erode_pixels: int = 1                # mask erosion (render pixels) for the grayscale term
     pad: float = 0.15                    # window margin around a car, fraction of its size
     max_neighbours: int = 6              # other cars rendered in a car's window (occluders)
+    ignore_occluded: bool = False        # silhouette term ignores pixels labelled as a nearer car
     min_mask_pixels: int = 12            # smaller masks (image pixels) are left alone
     lighting_size: int = 128             # window size (render pixels) of the lighting fit
     lighting_refit: bool = True          # refit the lighting on the refined poses (reported)
+    # a Gaussian prior around the initial pose (the detector's error), weighted against the image
+    # terms: it keeps cars whose pixels say little (far, small, occluded) from drifting
+    prior_weight: float = 0.005          # loss added at one standard deviation of each direction
+    prior_sigma_deg: tuple[float, float, float] = (1.5, 4.0, 1.5)   # rotation about camera x, y, z
+    prior_sigma_depth: float = 0.1       # relative depth

@@ -1,0 +1,51 @@
+"""`nmrlight ablation`: compare loss terms and lighting modes on synthetic scenes (markdown or JSON)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ablation(
+        images: int = typer.Option(4, "--images", "-n", help="Synthetic pictures."),
+        seed: int = typer.Option(0, "--seed", help="Random seed of the synthetic data."),
+        scale: float = typer.Option(1.0, "--scale", help="Image scale of the synthetic data."),
+        cars: float = typer.Option(10.0, "--cars", help="Mean cars a picture."),
+        near: float = typer.Option(40.0, "--near", help="Depth (m) splitting near from far cars."),
+        data: Path | None = typer.Option(None, "--data", help="Use this synthetic data folder (train.csv "
+                                         "and predictions.csv inside) instead of making one."),
+        threads: int = typer.Option(1, "--threads", help="torch threads."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a markdown table."),
+    ) -> None:
+        """Median errors, mAP and % of cars closer to the truth for each loss / lighting setting."""
+        import torch
+
+        from nmrlight.io.dataset import DataFolder
+        from nmrlight.io.poses import read_poses
+        from nmrlight.refine.ablation import SETTINGS, markdown_table, run_ablation
+        from nmrlight.refine.config import RefineConfig
+        from nmrlight.synth import SynthConfig, synthesize
+
+        torch.set_num_threads(threads)
+        tmp = None
+        if data is None:
+            tmp = tempfile.TemporaryDirectory(prefix="nmrlight-ablation-")
+            data = Path(tmp.name)
+            synthesize(data, images, seed, SynthConfig(scale=scale, cars_mean=cars))
+        try:
+            folder = DataFolder(data)
+            truth = read_poses(data / "train.csv")
+            predictions = read_poses(data / "predictions.csv")
+            rows = run_ablation(folder, truth, predictions, RefineConfig(threads=threads), SETTINGS, near)
+        finally:
+            if tmp is not None:
+                tmp.cleanup()
+        if as_json:
+            typer.echo(json.dumps([r.to_dict() for r in rows], indent=1))
+        else:
+            typer.echo(markdown_table(rows))

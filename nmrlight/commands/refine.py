@@ -1,0 +1,78 @@
+"""`nmrlight refine`: refine every image of a predictions file, locally or on Ray, resumably.
+
+Exit status: 0 when every image is refined, 3 when some image failed or a predictions row could
+not be read (everything is still written: failed images and unreadable rows are passed through
+unrefined in refined.csv and listed in the log, run.json and report.json), 2 for bad options or
+inputs, 130 when interrupted (finished images are kept; run the same command again to resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def refine(
+        data: Path = typer.Argument(..., help="Data folder (images/, masks/, car_models_json/, camera/)."),
+        predictions: Path = typer.Option(..., "--predictions", "-p", help="Predicted poses, train format."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; re-use it to resume)."),
+        workers: int | None = typer.Option(None, "--workers", "-w", min=1, help=(
+            "Local worker processes (default: one a core; 1 refines in this process), spread over the "
+            "visible GPUs with --device cuda; with --ray "
+            "the most tasks in flight (default: all the cluster's CPUs / --cpus-per-task).")),
+        ray: bool = typer.Option(False, "--ray", help="Run the images as Ray tasks (needs the 'ray' extra)."),
+        ray_address: str | None = typer.Option(None, "--ray-address", help=(
+            "Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (implies --ray); without it --ray starts "
+            "a local Ray for the run. DATA must be on a path every node can read.")),
+        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs (threads) per image."),
+        device: str = typer.Option("cpu", "--device", help="cpu or cuda (worker i uses cuda:i % GPUs)."),
+        gif: bool = typer.Option(False, "--gif", help="Write an optimisation GIF per car to OUT/gifs/."),
+        losses: str = typer.Option("both", "--losses", help=f"Loss terms: {', '.join(LOSS_TERMS)}."),
+        lighting: str = typer.Option("learn", "--lighting", help=f"Lighting: {', '.join(LIGHTING_MODES)}."),
+        images: str | None = typer.Option(None, "--images", help="Only these ImageIds, comma separated."),
+        limit: int | None = typer.Option(None, "--limit", help="Only the first N images of the file."),
+        submission: bool = typer.Option(False, "--submission",
+                                        help="Also write OUT/submission.csv in the Kaggle upload format."),
+        force: bool = typer.Option(False, "--force", help=(
+            "OUT holds a run with other inputs: discard its image results and start over.")),
+        retries: int = typer.Option(1, "--retries", min=0, help="Extra attempts for an image that fails."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    ) -> None:
+        """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
+
+        Resumable: each image is saved to OUT/images/<ImageId>.json when done; re-run into the same OUT.
+
+        Exit status 3 (after writing everything) when an image failed or a row was unreadable.
+        """
+        from nmrlight.errors import NmrlightError
+        from nmrlight.refine.config import RefineConfig
+        from nmrlight.refine.runner import RunOptions, run_refine
+
+        if losses not in LOSS_TERMS:
+            raise NmrlightError(f"--losses must be one of {', '.join(LOSS_TERMS)}, got {losses!r}")
+        if lighting not in LIGHTING_MODES:
+            raise NmrlightError(f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {lighting!r}")
+        if device != "cpu" and not device.startswith("cuda"):
+            raise NmrlightError(f"--device must be cpu or cuda, got {device!r}")
+        config = RefineConfig(losses=losses, lighting=lighting, device=device,
+                              gif_dir=str((out / "gifs").resolve()) if gif else None)
+        if gif:
+            (out / "gifs").mkdir(parents=True, exist_ok=True)
+        selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None
+        options = RunOptions(data=data, predictions=predictions, out=out, config=config, workers=workers,
+                             ray=ray or ray_address is not None, ray_address=ray_address,
+                             cpus_per_task=cpus_per_task, images=selected, limit=limit, submission=submission,
+                             force=force, retries=retries, progress=not quiet)
+        try:
+            summary = run_refine(options)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted: finished images are kept in {out / 'images'}; run the same command "
+                       "again to resume", err=True)
+            raise typer.Exit(130) from None
+        if summary.exit_code:
+            raise typer.Exit(summary.exit_code)

@@ -1,0 +1,54 @@
+"""Losses comparing a render with one car's mask and photo (all on the pixels of one window)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_iou(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft intersection over union of a silhouette (H, W) in [0, 1] and a mask fraction (H, W)."""
+    inter = alpha * mask
+    union = alpha + mask - inter
+    if weight is not None:
+        inter, union = inter * weight, union * weight
+    return inter.sum() / union.sum().clamp_min(1e-6)
+
+
+def silhouette_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared silhouette difference over the mask area: sum w (alpha - mask)^2 / sum w mask.
+
+    For hard silhouettes this is the symmetric difference over the mask (about 2 (1 - IoU)); unlike
+    the soft IoU its optimum stays alpha = mask for soft silhouettes and soft (blurred) masks too.
+    Scale-free, so small and large cars weigh alike.
+    """
+    w = torch.ones_like(mask) if weight is None else weight
+    return (w * (alpha - mask) ** 2).sum() / (w * mask).sum().clamp_min(1.0)
+
+
+def fit_albedo(shading: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
+    """Robust closed-form albedo (detached): the median ratio photo / shading over the pixels given.
+
+    The median ignores the parts the uniform-albedo model gets wrong (windows, tyres, lights).
+    """
+    s = shading.detach()
+    ok = s > 1e-3
+    if not bool(ok.any()):
+        return torch.ones((), dtype=shading.dtype)
+    return (photo[ok] / s[ok]).median().clamp(0.02, 5.0)
+
+
+def grayscale_loss(image: torch.Tensor, covered: torch.Tensor, photo: torch.Tensor, region: torch.Tensor,
+                   delta: float) -> torch.Tensor:
+    """Mean Huber difference (in units of delta) between rendered shading and photo over `region`.
+
+    image: shading rendered over a black background (albedo 1); covered: (H, W) bool pixels of this
+    car in the render; region: the eroded mask (fixed, so the term cannot shrink the car onto its
+    best-fitting pixels: mask pixels the render leaves uncovered stay black and cost). The albedo is
+    fitted robustly on the covered part.
+    """
+    if not bool(region.any()):
+        return image.sum() * 0.0
+    both = region & covered
+    albedo = fit_albedo(image[both], photo[both]) if bool(both.any()) else torch.ones((), dtype=image.dtype)
+    return F.huber_loss(albedo * image[region], photo[region], delta=delta, reduction="mean") / delta

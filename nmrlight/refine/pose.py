@@ -1,0 +1,214 @@
+"""Pose refinement of one car against its mask and photo, the other cars of its window held fixed.
+
+Parameters: rotation on SO(3) as R = exp(omega) R0; translation as the projected centre (u, v) in
+image pixels plus log depth, so image position and depth are separate, well-scaled directions.
+Coarse to fine: each stage renders the window at a larger size (analytic edges) and compares
+render and mask both blurred by a Gaussian of decreasing sigma (a wide basin early, exact at the
+end; edges="soft" stages use the renderer's soft silhouettes against the hard mask instead).
+Adam with per-parameter steps, cosine-shrinking within a stage; a stage stops early when its loss
+stops improving; the best iterate of the last stage is kept, and the initial pose when nothing beat
+it. A weak Gaussian prior around the initial pose keeps cars whose pixels say little in place.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nmrlight.camera import Camera
+from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.losses import grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.window import Box, View, gaussian_blur, make_view
+from nmrlight.render import render
+from nmrlight.rotations import so3_exp
+from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
+
+
+class PoseParams:
+    """Learnable pose of one car: omega (3), centre pixel uv (2, image pixels), log depth."""
+
+    def __init__(self, rotation: torch.Tensor, translation: torch.Tensor, camera: Camera) -> None:
+        self.R0 = rotation.detach().float()
+        self.fx, self.fy, self.cx, self.cy = camera.fx, camera.fy, camera.cx, camera.cy
+        t = translation.detach().double()
+        z = float(t[2])
+        self.omega = torch.zeros(3, requires_grad=True)
+        self.uv = torch.tensor([self.fx * float(t[0]) / z + self.cx, self.fy * float(t[1]) / z + self.cy],
+                               requires_grad=True)
+        self.log_z = torch.tensor(math.log(z), requires_grad=True)
+        self.log_z0 = math.log(z)
+
+    def parameters(self) -> list[torch.Tensor]:
+        return [self.omega, self.uv, self.log_z]
+
+    def rotation(self) -> torch.Tensor:
+        return so3_exp(self.omega) @ self.R0
+
+    def translation(self) -> torch.Tensor:
+        z = torch.exp(self.log_z)
+        x = (self.uv[0] - self.cx) * z / self.fx
+        y = (self.uv[1] - self.cy) * z / self.fy
+        return torch.stack([x, y, z])
+
+    def state(self) -> tuple[torch.Tensor, ...]:
+        return tuple(p.detach().clone() for p in self.parameters())
+
+    def load(self, state: tuple[torch.Tensor, ...]) -> None:
+        with torch.no_grad():
+            for p, s in zip(self.parameters(), state, strict=True):
+                p.copy_(s)
+
+
+@dataclass
+class Neighbour:
+    """Another car of the window, rendered (fixed) so that occlusions are right."""
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+
+
+@dataclass
+class CarProblem:
+    """Everything needed to refine one car: mesh, initial pose, window, image data, neighbours."""
+
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    camera: Camera           # full image camera
+    box: Box                 # window in image pixels
+    photo: np.ndarray        # grayscale photo, cropped to box
+    mask: np.ndarray         # bool, this car's label, cropped to box
+    hidden: np.ndarray | None  # bool, labels of nearer cars (ignored by the silhouette term), cropped
+    neighbours: list[Neighbour] = field(default_factory=list)
+
+
+@dataclass
+class PoseOutcome:
+    rotation: torch.Tensor
+    translation: torch.Tensor
+    loss_before: float
+    loss_after: float
+    iou_before: float
+    iou_after: float
+    iterations: int
+    improved: bool
+    seconds: float
+    history: list[float] = field(default_factory=list)
+
+
+Frame = Callable[[View, torch.Tensor], None]
+
+
+def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
+    """Squared deviation from the initial pose in standard deviations (rotation and log depth)."""
+    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=params.omega.dtype))
+    rotation = ((params.omega / sigma) ** 2).sum()
+    depth = ((params.log_z - params.log_z0) / config.prior_sigma_depth) ** 2
+    return rotation + depth
+
+
+def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
+              edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, IoU (detached) and the hard silhouette of the target in this view."""
+    objects = [MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())]
+    objects += [MeshObject(n.vertices, n.faces, n.rotation, n.translation) for n in problem.neighbours]
+    use_sil = config.losses in ("silhouette", "both")
+    use_gray = config.losses in ("grayscale", "both")
+    outputs = {"object_alpha"}
+    if use_gray:
+        outputs.add("image")
+    out = render(Scene(objects), view.camera, lighting, background=0.0,
+                 edges=edges, sigma=max(sigma, 0.3), outputs=outputs)
+    alpha = out.object_alpha[0]
+    hard = out.object_id == 0
+    loss = alpha.sum() * 0.0
+    if use_sil:
+        if view.sigma > 0:  # blurred render against blurred mask: wide basin, exact optimum
+            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), view.blurred_mask, view.weight)
+        else:
+            sil = silhouette_loss(alpha, view.mask, view.weight)
+        loss = loss + config.weight_silhouette * sil
+    if use_gray:
+        gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta)
+        loss = loss + config.weight_grayscale * gray
+    if config.prior_weight > 0:
+        loss = loss + config.prior_weight * prior(params, config)
+    iou = soft_iou(hard.float(), view.mask, view.weight)
+    return loss, iou.detach(), hard
+
+
+def _cosine(steps: int) -> Callable[[int], float]:
+    def factor(i: int) -> float:
+        return 0.35 + 0.65 * 0.5 * (1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))
+    return factor
+
+
+def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame: Frame | None = None
+                ) -> PoseOutcome:
+    """Refine one car's pose; returns the best pose found (or the initial one when nothing beat it)."""
+    start = time.perf_counter()
+    params = PoseParams(problem.rotation, problem.translation, problem.camera)
+    views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
+                       config.erode_pixels, sigma if edges == "analytic" else 0.0)
+             for size, edges, sigma, _ in config.stages]
+    final_view = views[-1]
+    _, final_edges, final_sigma, _ = config.stages[-1]
+    with torch.no_grad():
+        loss0, iou0, hard0 = _evaluate(params, problem, final_view, lighting, config, final_edges, final_sigma)
+    initial = params.state()
+    best_state, best_loss, best_iou = initial, float(loss0), float(iou0)
+    iterations = 0
+    history: list[float] = []
+    if frame is not None:
+        frame(final_view, hard0)
+    for stage, ((_size, edges, sigma, max_iter), view) in enumerate(zip(config.stages, views, strict=True)):
+        decay = config.stage_lr_decay ** stage
+        px = config.lr_pixels / view.scale
+        optimiser = torch.optim.Adam([
+            {"params": [params.omega], "lr": config.lr_rotation * decay},
+            {"params": [params.uv], "lr": px * decay},
+            {"params": [params.log_z], "lr": config.lr_log_depth * decay},
+        ])
+        last = stage == len(config.stages) - 1
+        stage_best, stale = math.inf, 0
+        # within a stage the steps shrink to a third (cosine), so the last iterates settle
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))
+        for _ in range(max_iter):
+            optimiser.zero_grad()
+            loss, iou, hard = _evaluate(params, problem, view, lighting, config, edges, sigma)
+            value = float(loss.detach())
+            history.append(value)
+            iterations += 1
+            if frame is not None:
+                frame(view, hard)
+            if last and value < best_loss:
+                best_state, best_loss, best_iou = params.state(), value, float(iou)
+            if value < stage_best - 1e-5:
+                stage_best, stale = value, 0
+            else:
+                stale += 1
+                if stale >= config.patience:
+                    break
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+        if last:  # the pose after the last step was never evaluated
+            with torch.no_grad():
+                loss, iou, _ = _evaluate(params, problem, view, lighting, config, edges, sigma)
+            if float(loss) < best_loss:
+                best_state, best_loss, best_iou = params.state(), float(loss), float(iou)
+    params.load(best_state)
+    improved = best_loss < float(loss0)
+    return PoseOutcome(
+        rotation=params.rotation().detach(), translation=params.translation().detach(),
+        loss_before=float(loss0), loss_after=best_loss, iou_before=float(iou0), iou_after=best_iou,
+        iterations=iterations, improved=improved, seconds=time.perf_counter() - start, history=history)

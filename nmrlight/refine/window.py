@@ -1,0 +1,133 @@
+"""The pixels a car is compared on: a window of the photo around it, resampled to a render scale.
+
+Everything the optimisation looks at lives in this window (image pixels [x0, x0+w) x [y0, y0+h)),
+rendered at a scale that makes its longer side `size` pixels, so the cost per iteration does not
+depend on how large the car is in the photograph.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from nmrlight.camera import Camera
+
+
+@dataclass(frozen=True)
+class Box:
+    """Integer pixel box [x0, x1) x [y0, y1) of the full image."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    @property
+    def width(self) -> int:
+        return self.x1 - self.x0
+
+    @property
+    def height(self) -> int:
+        return self.y1 - self.y0
+
+    def intersects(self, other: Box) -> bool:
+        return self.x0 < other.x1 and other.x0 < self.x1 and self.y0 < other.y1 and other.y0 < self.y1
+
+    def union(self, other: Box | None) -> Box:
+        if other is None:
+            return self
+        return Box(min(self.x0, other.x0), min(self.y0, other.y0), max(self.x1, other.x1), max(self.y1, other.y1))
+
+    def padded(self, fraction: float, pixels: int, width: int, height: int) -> Box:
+        """Grown by `fraction` of its longer side plus `pixels`, clipped to the image."""
+        m = int(round(fraction * max(self.width, self.height))) + pixels
+        return Box(max(0, self.x0 - m), max(0, self.y0 - m), min(width, self.x1 + m), min(height, self.y1 + m))
+
+
+def projected_box(vertices_cam: torch.Tensor, camera: Camera) -> Box | None:
+    """Bounding box of the projected camera-frame vertices in front of the camera, None when none is."""
+    uv, front = camera.project(vertices_cam.detach())
+    if not bool(front.any()):
+        return None
+    uv = uv[front]
+    x0, y0 = np.floor(uv.min(0).values.numpy()).astype(int)
+    x1, y1 = np.ceil(uv.max(0).values.numpy()).astype(int) + 1
+    box = Box(int(max(x0, 0)), int(max(y0, 0)), int(min(x1, camera.width)), int(min(y1, camera.height)))
+    return box if box.width > 0 and box.height > 0 else None
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
+    rows = np.flatnonzero(mask.any(1))
+    if len(rows) == 0:
+        return None
+    cols = np.flatnonzero(mask.any(0))
+    return Box(int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+
+
+@dataclass
+class View:
+    """One window at one render scale: its camera and the photo, mask and weights resampled to it."""
+
+    camera: Camera          # full-image camera restricted to the window and scaled
+    scale: float
+    photo: torch.Tensor     # (H, W) grayscale photo
+    mask: torch.Tensor      # (H, W) fraction of each pixel inside the car's mask
+    weight: torch.Tensor    # (H, W) 0 where a nearer car's mask hides this car, else 1
+    interior: torch.Tensor  # (H, W) bool: eroded mask, where the grayscale term looks
+    sigma: float = 0.0      # > 0: blur width of the silhouette comparison (pixels)
+
+    @property
+    def blurred_mask(self) -> torch.Tensor:
+        if self._blurred is None:
+            self._blurred = gaussian_blur(self.mask, self.sigma)
+        return self._blurred
+
+    _blurred: torch.Tensor | None = None
+
+
+def _resample(array: np.ndarray, height: int, width: int) -> torch.Tensor:
+    t = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)[None, None]
+    if t.shape[-2:] == (height, width):
+        return t[0, 0]
+    return F.interpolate(t, size=(height, width), mode="area")[0, 0]
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of an (H, W) tensor (zero padding), differentiable."""
+    if sigma <= 0:
+        return image
+    radius = max(1, int(math.ceil(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=image.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    out = F.conv2d(image[None, None], k.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(out, k.view(1, 1, -1, 1), padding=(radius, 0))[0, 0]
+
+
+def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.ndarray,
+              hidden: np.ndarray | None, erode: int, sigma: float = 0.0) -> View:
+    """The window `box` rendered with its longer side `size` pixels (never upsampled).
+
+    photo, mask and hidden are the window's crops of the image (box.height, box.width). With
+    sigma > 0 the view also holds the mask blurred by a Gaussian of that width (pixels): the
+    silhouette term then compares blurred render and blurred mask, a wide basin whose optimum is
+    still the exact fit.
+    """
+    scale = min(1.0, size / max(box.width, box.height))
+    cam = camera.window(box.x0, box.y0, box.width, box.height).scaled(scale)
+    h, w = cam.height, cam.width
+    m = _resample(mask.astype(np.float32), h, w)
+    weight = torch.ones(h, w) if hidden is None else 1.0 - _resample(hidden.astype(np.float32), h, w)
+    inner = (m > 0.99).numpy()
+    if erode > 0:
+        inner = ndimage.binary_erosion(inner, iterations=erode)
+    return View(cam, scale, _resample(photo, h, w), m, weight, torch.from_numpy(inner), sigma)
+
+
+def crop(array: np.ndarray, box: Box) -> np.ndarray:
+    return array[box.y0:box.y1, box.x0:box.x1]
