@@ -95,22 +95,32 @@ def rasterize_zbuffer(uv, z, faces, valid, height, width, face_id, inv_depth, ba
                 _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth)
 
 
-@numba.njit(**_NB)
-def covered_pixels(face_id):
-    """Flat indices and face ids of all covered pixels, in row-major order."""
+@numba.njit(parallel=True, cache=True, nogil=True)
+def covered_pixels(face_id, bands):
+    """Flat indices and face ids of all covered pixels, in row-major order (bands in parallel)."""
     flat = face_id.ravel()
-    count = 0
-    for i in range(flat.size):
-        if flat[i] >= 0:
-            count += 1
-    idx = np.empty(count, np.int64)
-    fid = np.empty(count, np.int64)
-    k = 0
-    for i in range(flat.size):
-        if flat[i] >= 0:
-            idx[k] = i
-            fid[k] = flat[i]
-            k += 1
+    n = flat.size
+    bands = max(1, min(bands, n))
+    counts = np.zeros(bands + 1, np.int64)
+    for band in numba.prange(bands):
+        lo, hi = band * n // bands, (band + 1) * n // bands
+        count = 0
+        for i in range(lo, hi):
+            if flat[i] >= 0:
+                count += 1
+        counts[band + 1] = count
+    for band in range(bands):
+        counts[band + 1] += counts[band]
+    idx = np.empty(counts[bands], np.int64)
+    fid = np.empty(counts[bands], np.int64)
+    for band in numba.prange(bands):
+        lo, hi = band * n // bands, (band + 1) * n // bands
+        k = counts[band]
+        for i in range(lo, hi):
+            if flat[i] >= 0:
+                idx[k] = i
+                fid[k] = flat[i]
+                k += 1
     return idx, fid
 
 
@@ -149,6 +159,24 @@ def _accept_crossing(e, edges, edge_faces, uv, z, faces, inv_depth, width, pin, 
 
 
 @numba.njit(**_NB)
+def _edge_lines(uv, edges, e, height, width):
+    """The axis an edge blends along (the one closer to its normal, so that the blended area changes
+    at the rate the covered area does; both axes would count it twice) and the pixel-centre lines
+    it crosses: (axis, first, last)."""
+    a, b = edges[e, 0], edges[e, 1]
+    ax, ay, bx, by = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1]
+    if abs(by - ay) >= abs(bx - ax):  # steep: crosses rows, neighbours left/right
+        axis, ha, hb, span = 0, ay, by, height
+    else:                              # flat: crosses columns, neighbours up/down
+        axis, ha, hb, span = 1, ax, bx, width
+    if ha == hb or not math.isfinite(ha) or not math.isfinite(hb):
+        return axis, 0, -1
+    first = _clamp_int(math.ceil(min(ha, hb) - 0.5), 0, span)
+    last = _clamp_int(math.ceil(max(ha, hb) - 0.5) - 1, -1, span - 1)
+    return axis, first, last
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
 def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol):
     """Where silhouette edges cross the segments between neighbouring pixel centres.
 
@@ -157,72 +185,59 @@ def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol
     Returns (edge (M,), pixel inside (M,), pixel outside (M,), axis (M,): 0 for a horizontal
     neighbour pair, 1 for vertical) for every crossing that is a visible boundary: the inside
     pixel shows the edge's surface (or something behind it) and the outside pixel is empty or
-    behind the edge (relative inverse-depth tolerance tol).
+    behind the edge (relative inverse-depth tolerance tol). Edges run in parallel, each writing
+    into its own slots (one per line it crosses); the accepted ones are compacted in edge order.
     """
     height, width = inv_depth.shape
-    cap = 64
-    out_e = np.empty(cap, np.int64)
-    out_in = np.empty(cap, np.int64)
-    out_out = np.empty(cap, np.int64)
-    out_axis = np.empty(cap, np.int64)
-    m = 0
-    for e in range(edges.shape[0]):
+    n_edges = edges.shape[0]
+    start = np.zeros(n_edges + 1, np.int64)
+    for e in range(n_edges):
+        _, first, last = _edge_lines(uv, edges, e, height, width)
+        start[e + 1] = start[e] + max(0, last - first + 1)
+    slot_in = np.full(start[n_edges], -1, np.int64)
+    slot_out = np.empty(start[n_edges], np.int64)
+    for e in numba.prange(n_edges):
+        axis, first, last = _edge_lines(uv, edges, e, height, width)
         a, b = edges[e, 0], edges[e, 1]
         ax, ay, bx, by = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1]
-        sign = inside[e]
-        # an edge blends along one axis only, the one closer to its normal, so that the blended
-        # area changes at the rate the covered area does (both axes would count it twice)
-        steep = abs(by - ay) >= abs(bx - ax)
-        for axis in range(2):
-            if (axis == 0) != steep:
+        ha, hb = (ay, by) if axis == 0 else (ax, bx)
+        other = width if axis == 0 else height
+        for line in range(first, last + 1):
+            y = line + 0.5
+            s = (y - ha) / (hb - ha)
+            x = (ax + s * (bx - ax)) if axis == 0 else (ay + s * (by - ay))
+            c = int(math.floor(x - 0.5))
+            if c < 0 or c + 1 >= other:
                 continue
-            # axis 0: rows (y = r + 0.5), neighbours left/right; axis 1: columns, neighbours up/down
             if axis == 0:
-                ha, hb, span, other = ay, by, height, width
+                p0, p1 = line * width + c, line * width + c + 1
+                side = ((bx - ax) * (y - ay) - (by - ay) * (c + 0.5 - ax)) * inside[e]
             else:
-                ha, hb, span, other = ax, bx, width, height
-            if ha == hb:
-                continue
-            first = _clamp_int(math.ceil(min(ha, hb) - 0.5), 0, span)
-            last = _clamp_int(math.ceil(max(ha, hb) - 0.5) - 1, -1, span - 1)
-            for line in range(first, last + 1):
-                y = line + 0.5
-                s = (y - ha) / (hb - ha)
-                if axis == 0:
-                    x = ax + s * (bx - ax)
-                else:
-                    x = ay + s * (by - ay)
-                c = int(math.floor(x - 0.5))
-                if c < 0 or c + 1 >= other:
-                    continue
-                if axis == 0:
-                    p0, p1 = line * width + c, line * width + c + 1
-                    side = ((bx - ax) * (y - ay) - (by - ay) * (c + 0.5 - ax)) * sign
-                else:
-                    p0, p1 = c * width + line, (c + 1) * width + line
-                    side = ((bx - ax) * (c + 0.5 - ay) - (by - ay) * (y - ax)) * sign
-                pin, pout = (p0, p1) if side > 0 else (p1, p0)
-                if not _accept_crossing(e, edges, edge_faces, uv, z, faces, inv_depth, width, pin, pout, s, tol):
-                    continue
-                if m == cap:
-                    cap *= 2
-                    out_e = _grow(out_e, cap)
-                    out_in = _grow(out_in, cap)
-                    out_out = _grow(out_out, cap)
-                    out_axis = _grow(out_axis, cap)
-                out_e[m] = e
-                out_in[m] = pin
-                out_out[m] = pout
-                out_axis[m] = axis
-                m += 1
-    return out_e[:m].copy(), out_in[:m].copy(), out_out[:m].copy(), out_axis[:m].copy()
-
-
-@numba.njit(**_NB)
-def _grow(arr, cap):
-    out = np.empty(cap, arr.dtype)
-    out[: arr.shape[0]] = arr
-    return out
+                p0, p1 = c * width + line, (c + 1) * width + line
+                side = ((bx - ax) * (c + 0.5 - ay) - (by - ay) * (y - ax)) * inside[e]
+            pin, pout = (p0, p1) if side > 0 else (p1, p0)
+            if _accept_crossing(e, edges, edge_faces, uv, z, faces, inv_depth, width, pin, pout, s, tol):
+                slot_in[start[e] + line - first] = pin
+                slot_out[start[e] + line - first] = pout
+    m = 0
+    for k in range(slot_in.shape[0]):
+        if slot_in[k] >= 0:
+            m += 1
+    out_e = np.empty(m, np.int64)
+    out_in = np.empty(m, np.int64)
+    out_out = np.empty(m, np.int64)
+    out_axis = np.empty(m, np.int64)
+    k = 0
+    for e in range(n_edges):
+        axis, _, _ = _edge_lines(uv, edges, e, height, width)
+        for j in range(start[e], start[e + 1]):
+            if slot_in[j] >= 0:
+                out_e[k] = e
+                out_in[k] = slot_in[j]
+                out_out[k] = slot_out[j]
+                out_axis[k] = axis
+                k += 1
+    return out_e, out_in, out_out, out_axis
 
 
 # ---------------------------------------------------------------------------------------------------

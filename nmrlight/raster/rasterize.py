@@ -102,7 +102,7 @@ def rasterize(mesh: ScreenMesh, edges: EdgeList | None = None, backend: str = "a
         faces = mesh.faces.numpy()
         kernels.rasterize_zbuffer(uv, z, faces, mesh.valid.numpy(), mesh.height, mesh.width,
                                   face_id, inv_depth, 4 * numba.get_num_threads())
-        pixels, pixel_face = kernels.covered_pixels(face_id)
+        pixels, pixel_face = kernels.covered_pixels(face_id, 4 * numba.get_num_threads())
         crossings = None
         if edges is not None:
             found = kernels.silhouette_crossings(uv, z, faces, edges.vertices.numpy(), edges.faces.numpy(),
