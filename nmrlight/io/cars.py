@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nmrlight.errors import NmrlightError
+from nmrlight.io.jsonfile import read_json
 
 CAR_NAMES: tuple[str, ...] = (
     "baojun-310-2017", "biaozhi-3008", "biaozhi-liangxiang", "bieke-yinglang-XT", "biyadi-2x-F0",
@@ -94,14 +95,7 @@ def _validate(vertices: np.ndarray, faces: np.ndarray, where: str) -> None:
 def read_car_json(path: str | Path) -> CarMesh:
     """Read an ApolloCar3D `car_models_json/<name>.json` mesh; faces become 0-based."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NmrlightError(f"car mesh {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NmrlightError(f"car mesh {path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise NmrlightError(f"car mesh {path}: invalid JSON ({exc})") from None
+    data = read_json(path, "car mesh")
     if not isinstance(data, dict):
         raise NmrlightError(f"car mesh {path}: expected a JSON object with 'vertices' and 'faces'")
     for key in ("vertices", "faces"):

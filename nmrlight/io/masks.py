@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from nmrlight.errors import NmrlightError
+from nmrlight.io.jsonfile import read_json
 
 
 def read_label_mask(path: str | Path, shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -97,14 +98,7 @@ def _decode(segmentation, height: int, width: int, where: str) -> np.ndarray:
 def read_coco_masks(path: str | Path) -> dict[str, np.ndarray]:
     """Read a COCO JSON (layout in the module docstring) into {ImageId: int32 label image}."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise NmrlightError(f"COCO masks {path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NmrlightError(f"COCO masks {path}: cannot read ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise NmrlightError(f"COCO masks {path}: invalid JSON ({exc})") from None
+    data = read_json(path, "COCO masks")
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise NmrlightError(f"COCO masks {path}: missing 'images' list")
     annotations = data.get("annotations", [])

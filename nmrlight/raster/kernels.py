@@ -295,6 +295,18 @@ def _face_box(f, uv, faces, radius, height, width):
 
 
 @numba.njit(**_NB)
+def _face_corners(f, uv, faces):
+    """Screen corners of face f and its orientation (+1 / -1; 0 for a degenerate face)."""
+    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+    x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    orient = 0.0
+    if area != 0.0 and math.isfinite(area):
+        orient = 1.0 if area > 0 else -1.0
+    return x0, y0, x1, y1, x2, y2, orient
+
+
+@numba.njit(**_NB)
 def _soft_x(px, py, x0, y0, x1, y1, x2, y2, orient, inv_s2):
     """x = delta d^2 / sigma^2 for one pixel, plus which edge is closest and its parameter t."""
     d0, t0 = _segment_dist2(px, py, x0, y0, x1, y1)
@@ -322,12 +334,9 @@ def soft_silhouette_forward(uv, faces, valid, face_object, object_faces_start, n
         for f in range(object_faces_start[obj], object_faces_start[obj + 1]):
             if not valid[f]:
                 continue
-            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-            x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
-            area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-            if area == 0.0 or not math.isfinite(area):
+            x0, y0, x1, y1, x2, y2, orient = _face_corners(f, uv, faces)
+            if orient == 0.0:
                 continue
-            orient = 1.0 if area > 0 else -1.0
             cmin, cmax, rmin, rmax = _face_box(f, uv, faces, radius, height, width)
             for row in range(rmin, rmax + 1):
                 py = row + 0.5
@@ -347,12 +356,9 @@ def soft_silhouette_backward(uv, faces, valid, face_object, height, width, sigma
         if not valid[f]:
             continue
         obj = face_object[f]
-        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
-        x0, y0, x1, y1, x2, y2 = uv[a, 0], uv[a, 1], uv[b, 0], uv[b, 1], uv[c, 0], uv[c, 1]
-        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if area == 0.0 or not math.isfinite(area):
+        x0, y0, x1, y1, x2, y2, orient = _face_corners(f, uv, faces)
+        if orient == 0.0:
             continue
-        orient = 1.0 if area > 0 else -1.0
         cmin, cmax, rmin, rmax = _face_box(f, uv, faces, radius, height, width)
         g00 = g01 = g10 = g11 = g20 = g21 = 0.0
         for row in range(rmin, rmax + 1):
