@@ -31,6 +31,9 @@ _register_commands()
 
 def main() -> None:
     """Entry point: run the app, turning user errors into one clear line and exit status 2."""
+    from nmrlight.allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         app()
     except NmrlightError as exc:
