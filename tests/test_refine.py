@@ -162,3 +162,27 @@ def test_reports_are_written_and_parse(scene, tmp_path) -> None:
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4
     assert (tmp_path / "gifs" / f"{IMAGE}_0.gif").is_file()
+
+
+def test_grown_mask_dilates_and_erodes_by_pixels() -> None:
+    from nmrlight.refine.window import grown_mask, signed_distance
+
+    mask = np.zeros((40, 40), bool)
+    mask[10:30, 12:28] = True
+    sdf = signed_distance(mask)
+    assert np.array_equal(np.clip(sdf + 0.5, 0, 1) > 0.5, mask)
+    camera = Camera.from_intrinsics(50.0, 50.0, 20.0, 20.0, 40, 40)
+    view = make_view(camera, Box(0, 0, 40, 40), 40, np.zeros((40, 40), np.float32), mask, None, 1, sdf=True)
+    area = float(view.mask.sum())
+    grown = float(grown_mask(view, torch.tensor(1.0)).sum())
+    shrunk = float(grown_mask(view, torch.tensor(-1.0)).sum())
+    assert abs(float(grown_mask(view, torch.tensor(0.0)).sum()) - area) < 1e-3
+    assert abs(grown - 22 * 18) < 4 and abs(shrunk - 18 * 14) < 1e-3
+
+
+def test_large_stage_only_for_large_windows() -> None:
+    from nmrlight.refine.pose import car_stages
+
+    config = RefineConfig(large_stage=(256, "analytic", 0.0, 10), large_stage_min_pixels=300)
+    assert car_stages(config, Box(0, 0, 200, 100)) == tuple(config.stages)
+    assert car_stages(config, Box(0, 0, 400, 100))[-1] == (256, "analytic", 0.0, 10)

@@ -17,9 +17,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(
         out: Path = typer.Option(Path("demo_out"), "--out", help="Output folder (data/ and refined/ inside)."),
-        images: int = typer.Option(3, "--images", "-n", help="Synthetic pictures."),
+        images: int = typer.Option(4, "--images", "-n", help="Synthetic pictures."),
         scale: float = typer.Option(1.0, "--scale", help="Image scale of the synthetic pictures."),
-        cars: float = typer.Option(5.0, "--cars", help="Mean cars a picture."),
+        cars: float = typer.Option(8.0, "--cars", help="Mean cars a picture."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         workers: int = typer.Option(2, "--workers", help="Worker processes."),
     ) -> None:

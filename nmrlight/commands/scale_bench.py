@@ -119,7 +119,7 @@ def register(app: typer.Typer) -> None:
 
         cores = cpu_cores()
         chosen = _parse_settings(settings) if settings else _settings(cores)
-        config_kw = {"stages": ((32, "soft", 2.0, 3),), "lighting_size": 32} if fast else {}
+        config_kw = {"stages": ((32, "soft", 2.0, 3),), "large_stage": None, "lighting_size": 32} if fast else {}
         with tempfile.TemporaryDirectory(prefix="nmrlight-scale-") as tmp:
             root = Path(tmp)
             if data is None:

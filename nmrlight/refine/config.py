@@ -31,6 +31,10 @@ class RefineConfig:
     extra: dict = field(default_factory=dict)
     # --- pose optimisation (added by the refinement engineer; all optional) ---
     stages: tuple[tuple[int, str, float, int], ...] = DEFAULT_STAGES
+    # an extra, finer stage for cars whose window is large in the photo (near cars, where the last
+    # stage's render is much coarser than the photo); None: never
+    large_stage: tuple[int, str, float, int] | None = (256, "analytic", 0.0, 20)
+    large_stage_min_pixels: int = 300    # window's longer side (image pixels) that gets it
     lr_rotation: float = 0.02            # Adam step on so(3), radians
     lr_pixels: float = 1.0               # Adam step on the projected centre, render pixels
     lr_log_depth: float = 0.008          # Adam step on log depth
@@ -39,6 +43,7 @@ class RefineConfig:
     weight_silhouette: float = 1.0
     weight_grayscale: float = 1.0
     huber_delta: float = 0.05            # grayscale residual scale (image units in [0, 1])
+    grayscale_trim: float = 0.0          # leave out this fraction of the largest grayscale residuals
     erode_pixels: int = 1                # mask erosion (render pixels) for the grayscale term
     pad: float = 0.15                    # window margin around a car, fraction of its size
     max_neighbours: int = 6              # other cars rendered in a car's window (occluders)
@@ -51,3 +56,8 @@ class RefineConfig:
     prior_weight: float = 0.005          # loss added at one standard deviation of each direction
     prior_sigma_deg: tuple[float, float, float] = (1.5, 4.0, 1.5)   # rotation about camera x, y, z
     prior_sigma_depth: float = 0.1       # relative depth
+    # the detector's masks are dilated or eroded by a few pixels, which biases the silhouette's size,
+    # i.e. depth: fit a per-car mask offset (image pixels, > 0: mask too large) as a nuisance parameter
+    fit_dilation: bool = True
+    lr_dilation: float = 0.1             # Adam step, image pixels
+    dilation_sigma: float = 1.5          # prior width of the offset, image pixels

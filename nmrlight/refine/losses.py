@@ -15,15 +15,18 @@ def soft_iou(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | Non
     return inter.sum() / union.sum().clamp_min(1e-6)
 
 
-def silhouette_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def silhouette_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None,
+                    norm: torch.Tensor | None = None) -> torch.Tensor:
     """Squared silhouette difference over the mask area: sum w (alpha - mask)^2 / sum w mask.
 
     For hard silhouettes this is the symmetric difference over the mask (about 2 (1 - IoU)); unlike
     the soft IoU its optimum stays alpha = mask for soft silhouettes and soft (blurred) masks too.
-    Scale-free, so small and large cars weigh alike.
+    Scale-free, so small and large cars weigh alike. `norm` replaces the mask area in the
+    denominator (e.g. the area of the unmodified mask when `mask` is grown by a fitted offset).
     """
     w = torch.ones_like(mask) if weight is None else weight
-    return (w * (alpha - mask) ** 2).sum() / (w * mask).sum().clamp_min(1.0)
+    area = (w * mask).sum() if norm is None else norm
+    return (w * (alpha - mask) ** 2).sum() / area.clamp_min(1.0)
 
 
 def fit_albedo(shading: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
@@ -39,16 +42,21 @@ def fit_albedo(shading: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
 
 
 def grayscale_loss(image: torch.Tensor, covered: torch.Tensor, photo: torch.Tensor, region: torch.Tensor,
-                   delta: float) -> torch.Tensor:
+                   delta: float, trim: float = 0.0) -> torch.Tensor:
     """Mean Huber difference (in units of delta) between rendered shading and photo over `region`.
 
     image: shading rendered over a black background (albedo 1); covered: (H, W) bool pixels of this
     car in the render; region: the eroded mask (fixed, so the term cannot shrink the car onto its
     best-fitting pixels: mask pixels the render leaves uncovered stay black and cost). The albedo is
-    fitted robustly on the covered part.
+    fitted robustly on the covered part. trim > 0 leaves out that fraction of the largest residuals
+    (the parts a uniform albedo cannot explain: windows, tyres, lights).
     """
     if not bool(region.any()):
         return image.sum() * 0.0
     both = region & covered
     albedo = fit_albedo(image[both], photo[both]) if bool(both.any()) else torch.ones((), dtype=image.dtype)
-    return F.huber_loss(albedo * image[region], photo[region], delta=delta, reduction="mean") / delta
+    residual = F.huber_loss(albedo * image[region], photo[region], delta=delta, reduction="none") / delta
+    if trim > 0:
+        keep = max(1, int(round((1.0 - trim) * residual.numel())))
+        residual = torch.topk(residual, keep, largest=False, sorted=False).values
+    return residual.mean()

@@ -23,7 +23,7 @@ import torch
 from nmrlight.camera import Camera
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.window import Box, View, gaussian_blur, make_view
+from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
@@ -43,9 +43,10 @@ class PoseParams:
                                requires_grad=True)
         self.log_z = torch.tensor(math.log(z), requires_grad=True)
         self.log_z0 = math.log(z)
+        self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
 
     def parameters(self) -> list[torch.Tensor]:
-        return [self.omega, self.uv, self.log_z]
+        return [self.omega, self.uv, self.log_z, self.dilation]
 
     def rotation(self) -> torch.Tensor:
         return so3_exp(self.omega) @ self.R0
@@ -113,7 +114,8 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=params.omega.dtype))
     rotation = ((params.omega / sigma) ** 2).sum()
     depth = ((params.log_z - params.log_z0) / config.prior_sigma_depth) ** 2
-    return rotation + depth
+    dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
+    return rotation + depth + dilation
 
 
 def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
@@ -131,14 +133,23 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     alpha = out.object_alpha[0]
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
-    if use_sil:
+    if use_sil and config.fit_dilation and view.sdf is not None:
+        mask = grown_mask(view, params.dilation)
+        norm = (view.weight * view.mask).sum()
+        if view.sigma > 0:
+            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma), view.weight, norm)
+        else:
+            sil = silhouette_loss(alpha, mask, view.weight, norm)
+        loss = loss + config.weight_silhouette * sil
+    elif use_sil:
         if view.sigma > 0:  # blurred render against blurred mask: wide basin, exact optimum
             sil = silhouette_loss(gaussian_blur(alpha, view.sigma), view.blurred_mask, view.weight)
         else:
             sil = silhouette_loss(alpha, view.mask, view.weight)
         loss = loss + config.weight_silhouette * sil
     if use_gray:
-        gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta)
+        gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta,
+                              config.grayscale_trim)
         loss = loss + config.weight_grayscale * gray
     if config.prior_weight > 0:
         loss = loss + config.prior_weight * prior(params, config)
@@ -152,16 +163,25 @@ def _cosine(steps: int) -> Callable[[int], float]:
     return factor
 
 
+def car_stages(config: RefineConfig, box: Box) -> tuple[tuple[int, str, float, int], ...]:
+    """The coarse-to-fine stages of a car: the configured ones, plus `large_stage` for large windows."""
+    stages = tuple(config.stages)
+    if config.large_stage is not None and max(box.width, box.height) >= config.large_stage_min_pixels:
+        stages = stages + (tuple(config.large_stage),)
+    return stages
+
+
 def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame: Frame | None = None
                 ) -> PoseOutcome:
     """Refine one car's pose; returns the best pose found (or the initial one when nothing beat it)."""
     start = time.perf_counter()
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
+    stages = car_stages(config, problem.box)
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
-                       config.erode_pixels, sigma if edges == "analytic" else 0.0)
-             for size, edges, sigma, _ in config.stages]
+                       config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=config.fit_dilation)
+             for size, edges, sigma, _ in stages]
     final_view = views[-1]
-    _, final_edges, final_sigma, _ = config.stages[-1]
+    _, final_edges, final_sigma, _ = stages[-1]
     with torch.no_grad():
         loss0, iou0, hard0 = _evaluate(params, problem, final_view, lighting, config, final_edges, final_sigma)
     initial = params.state()
@@ -170,15 +190,16 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     history: list[float] = []
     if frame is not None:
         frame(final_view, hard0)
-    for stage, ((_size, edges, sigma, max_iter), view) in enumerate(zip(config.stages, views, strict=True)):
+    for stage, ((_size, edges, sigma, max_iter), view) in enumerate(zip(stages, views, strict=True)):
         decay = config.stage_lr_decay ** stage
         px = config.lr_pixels / view.scale
         optimiser = torch.optim.Adam([
             {"params": [params.omega], "lr": config.lr_rotation * decay},
             {"params": [params.uv], "lr": px * decay},
             {"params": [params.log_z], "lr": config.lr_log_depth * decay},
+            {"params": [params.dilation], "lr": config.lr_dilation * decay},
         ])
-        last = stage == len(config.stages) - 1
+        last = stage == len(stages) - 1
         stage_best, stale = math.inf, 0
         # within a stage the steps shrink to a third (cosine), so the last iterates settle
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))

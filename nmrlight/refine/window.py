@@ -80,6 +80,7 @@ class View:
     weight: torch.Tensor    # (H, W) 0 where a nearer car's mask hides this car, else 1
     interior: torch.Tensor  # (H, W) bool: eroded mask, where the grayscale term looks
     sigma: float = 0.0      # > 0: blur width of the silhouette comparison (pixels)
+    sdf: torch.Tensor | None = None  # (H, W) signed distance to the mask edge (render pixels, > 0 inside)
 
     @property
     def blurred_mask(self) -> torch.Tensor:
@@ -110,13 +111,14 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.ndarray,
-              hidden: np.ndarray | None, erode: int, sigma: float = 0.0) -> View:
+              hidden: np.ndarray | None, erode: int, sigma: float = 0.0, sdf: bool = False) -> View:
     """The window `box` rendered with its longer side `size` pixels (never upsampled).
 
     photo, mask and hidden are the window's crops of the image (box.height, box.width). With
     sigma > 0 the view also holds the mask blurred by a Gaussian of that width (pixels): the
     silhouette term then compares blurred render and blurred mask, a wide basin whose optimum is
-    still the exact fit.
+    still the exact fit. With sdf, the view also holds the mask's signed distance (render pixels),
+    from which `grown_mask` makes the mask dilated or eroded by a (learnable) number of pixels.
     """
     scale = min(1.0, size / max(box.width, box.height))
     cam = camera.window(box.x0, box.y0, box.width, box.height).scaled(scale)
@@ -126,7 +128,25 @@ def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.n
     inner = (m > 0.99).numpy()
     if erode > 0:
         inner = ndimage.binary_erosion(inner, iterations=erode)
-    return View(cam, scale, _resample(photo, h, w), m, weight, torch.from_numpy(inner), sigma)
+    distance = _resample(signed_distance(mask), h, w) * scale if sdf else None
+    return View(cam, scale, _resample(photo, h, w), m, weight, torch.from_numpy(inner), sigma, distance)
+
+
+def signed_distance(mask: np.ndarray) -> np.ndarray:
+    """Signed distance (image pixels) from each pixel centre to the mask edge: > 0 inside, < 0 outside.
+
+    Measured to the pixel boundary (a pixel next to the edge is +-0.5), so clamp(sdf + 0.5, 0, 1) is
+    the mask and clamp(sdf + d + 0.5, 0, 1) the mask grown by d pixels.
+    """
+    inside = ndimage.distance_transform_edt(mask) - 0.5
+    outside = ndimage.distance_transform_edt(~mask) - 0.5
+    return np.where(mask, inside, -outside).astype(np.float32)
+
+
+def grown_mask(view: View, pixels: torch.Tensor) -> torch.Tensor:
+    """The view's mask dilated (pixels > 0) or eroded (< 0) by `pixels` image pixels, soft at the edge."""
+    assert view.sdf is not None
+    return (view.sdf + pixels * view.scale + 0.5).clamp(0.0, 1.0)
 
 
 def crop(array: np.ndarray, box: Box) -> np.ndarray:
