@@ -408,6 +408,15 @@ def soft_silhouette_backward(uv, faces, valid, face_object, height, width, sigma
 
 
 @numba.njit(**_NB)
+def _listed_edge(f, k, valid, adjacency, facing):
+    """Edge k of valid face f is a border, or a fold listed by its lower-numbered face."""
+    if not valid[f]:
+        return False
+    g = adjacency[f, k]
+    return g < 0 or not valid[g] or (facing[g] != facing[f] and g > f)
+
+
+@numba.njit(**_NB)
 def silhouette_edge_list(uv, faces, valid, adjacency):
     """Borders and folds of the valid faces, each once: see antialias.silhouette_edges."""
     nf = faces.shape[0]
@@ -418,24 +427,19 @@ def silhouette_edge_list(uv, faces, valid, adjacency):
         facing[f] = 1.0 if area > 0 else (-1.0 if area < 0 else 0.0)
     count = 0
     for f in range(nf):
-        if not valid[f]:
-            continue
         for k in range(3):
-            g = adjacency[f, k]
-            if g < 0 or not valid[g] or (facing[g] != facing[f] and g > f):
+            if _listed_edge(f, k, valid, adjacency, facing):
                 count += 1
     verts = np.empty((count, 2), np.int64)
     owners = np.empty((count, 2), np.int64)
     inside = np.empty(count, np.float64)
     m = 0
     for f in range(nf):
-        if not valid[f]:
-            continue
         for k in range(3):
+            if not _listed_edge(f, k, valid, adjacency, facing):
+                continue
             g = adjacency[f, k]
             border = g < 0 or not valid[g]
-            if not (border or (facing[g] != facing[f] and g > f)):
-                continue
             a, b, c = faces[f, k], faces[f, (k + 1) % 3], faces[f, (k + 2) % 3]
             cross = (uv[b, 0] - uv[a, 0]) * (uv[c, 1] - uv[a, 1]) - (uv[b, 1] - uv[a, 1]) * (uv[c, 0] - uv[a, 0])
             verts[m, 0] = a
