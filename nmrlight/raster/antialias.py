@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from nmrlight.raster import kernels
+from nmrlight.raster.geometry import triangle_areas
 from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibility, pick_backend
 
 
@@ -49,12 +50,6 @@ class EdgeBlend:
         return values.index_add_(1, self.target, delta)
 
 
-def signed_areas(mesh: ScreenMesh) -> torch.Tensor:
-    tri = mesh.uv.detach()[mesh.faces]
-    return ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
-            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
-
-
 def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor, backend: str = "auto") -> EdgeList:
     """The edges that can bound the visible surface in this view, each once."""
     if pick_backend(mesh.uv.device, backend) == "numba":
@@ -62,7 +57,7 @@ def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor, backend: str = "
                                              mesh.valid.numpy(), adjacency.numpy())
         return EdgeList(*(torch.from_numpy(x) for x in found))
     faces = mesh.faces
-    facing = torch.sign(signed_areas(mesh))
+    facing = torch.sign(triangle_areas(mesh.uv.detach()[faces]))
     neighbour = adjacency.clamp_min(0)
     has_neighbour = (adjacency >= 0) & mesh.valid[neighbour]
     fold = has_neighbour & (facing[neighbour] != facing[:, None])

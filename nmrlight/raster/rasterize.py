@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from nmrlight.raster import kernels, reference
+from nmrlight.raster.geometry import screen_barycentrics
 
 
 @dataclass
@@ -123,17 +124,6 @@ def rasterize(mesh: ScreenMesh, edges: EdgeList | None = None, backend: str = "a
         else:
             crossings = Crossings(empty, empty, empty, empty)
     return Visibility(face_id.to(torch.int32), pixels, flat[pixels], crossings)
-
-
-def screen_barycentrics(tri_uv: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Screen-space (affine) barycentrics (N, 3) of points (px, py) in triangles tri_uv (N, 3, 2)."""
-    x0, y0 = tri_uv[:, 0, 0], tri_uv[:, 0, 1]
-    x1, y1 = tri_uv[:, 1, 0], tri_uv[:, 1, 1]
-    x2, y2 = tri_uv[:, 2, 0], tri_uv[:, 2, 1]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / area
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / area
-    return torch.stack([b0, b1, 1.0 - b0 - b1], dim=-1)
 
 
 def interpolate_barycentrics(mesh: ScreenMesh, vis: Visibility) -> tuple[torch.Tensor, torch.Tensor]:

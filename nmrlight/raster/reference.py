@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 
+from nmrlight.raster.geometry import screen_barycentrics, triangle_areas
+
 DEFAULT_CHUNK = 1 << 22
 
 
@@ -54,16 +56,6 @@ def fragments(tri: torch.Tensor, valid: torch.Tensor, height: int, width: int, r
         start_face = stop_face
 
 
-def _barycentric(tri: torch.Tensor, px: torch.Tensor, py: torch.Tensor):
-    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
-    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
-    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
-    inv_area = 1.0 / ((x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0))
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) * inv_area
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) * inv_area
-    return b0, b1, 1.0 - b0 - b1
-
-
 def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor,
                       height: int, width: int, chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as kernels.rasterize_zbuffer: (face_id (H, W) long, inv_depth (H, W) float32)."""
@@ -71,15 +63,14 @@ def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, va
     iz = 1.0 / z.detach().double()
     tri = uv[faces]
     tiz = iz[faces]
-    area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
-            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
+    area = triangle_areas(tri)
     valid = valid & (area != 0) & torch.isfinite(area)
     inv_depth = torch.zeros(height * width, dtype=torch.float32, device=uv.device)
     face_id = torch.full((height * width,), torch.iinfo(torch.long).max, dtype=torch.long, device=uv.device)
 
     def covered():
         for f, row, col in fragments(tri, valid, height, width, chunk=chunk):
-            b0, b1, b2 = _barycentric(tri[f], col + 0.5, row + 0.5)
+            b0, b1, b2 = screen_barycentrics(tri[f], col + 0.5, row + 0.5).unbind(-1)
             inside = (b0 >= 0) & (b1 >= 0) & (b2 >= 0)
             f, pix = f[inside], (row * width + col)[inside]
             depth = b0[inside] * tiz[f, 0] + b1[inside] * tiz[f, 1] + b2[inside] * tiz[f, 2]
@@ -95,16 +86,10 @@ def rasterize_zbuffer(uv: torch.Tensor, z: torch.Tensor, faces: torch.Tensor, va
 
 
 def _plane_inv_depth(uv, z, corners, px, py):
+    """1/z of each face's plane at (px, py), 0 for degenerate faces (as in the kernel)."""
     tri = uv[corners]
-    iz = 1.0 / z[corners]
-    x0, y0 = tri[:, 0, 0], tri[:, 0, 1]
-    x1, y1 = tri[:, 1, 0], tri[:, 1, 1]
-    x2, y2 = tri[:, 2, 0], tri[:, 2, 1]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    safe = torch.where(area == 0, torch.ones_like(area), area)
-    b0 = ((x1 - px) * (y2 - py) - (x2 - px) * (y1 - py)) / safe
-    b1 = ((x2 - px) * (y0 - py) - (x0 - px) * (y2 - py)) / safe
-    value = b0 * iz[:, 0] + b1 * iz[:, 1] + (1 - b0 - b1) * iz[:, 2]
+    area = triangle_areas(tri)
+    value = (screen_barycentrics(tri, px, py) / z[corners]).sum(-1)
     return torch.where(area == 0, torch.zeros_like(value), value)
 
 
@@ -163,8 +148,7 @@ def soft_log_keep(uv: torch.Tensor, faces: torch.Tensor, valid: torch.Tensor, fa
                   chunk: int = DEFAULT_CHUNK) -> torch.Tensor:
     """Differentiable log(1 - A) (N, H, W) of the soft silhouettes, by autograd over fragments."""
     tri = uv[faces]
-    area = ((tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1])
-            - (tri[:, 2, 0] - tri[:, 0, 0]) * (tri[:, 1, 1] - tri[:, 0, 1]))
+    area = triangle_areas(tri)
     valid = valid & (area.detach() != 0) & torch.isfinite(area.detach())
     orient = torch.sign(area)
     out = torch.zeros(num_objects * height * width, dtype=uv.dtype, device=uv.device)
