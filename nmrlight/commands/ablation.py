@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
                                          "and predictions.csv inside) instead of making one."),
         threads: int = typer.Option(1, "--threads", help="torch threads."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a markdown table."),
+        setting: list[str] = typer.Option([], "--setting", help="Run only this setting (repeatable); "
+                                          "default all."),
     ) -> None:
         """Median errors, mAP and % of cars closer to the truth for each loss / lighting setting."""
         import torch
@@ -31,6 +33,13 @@ def register(app: typer.Typer) -> None:
         from nmrlight.refine.config import RefineConfig
         from nmrlight.synth import SynthConfig, synthesize
 
+        chosen = dict(SETTINGS)
+        if setting:
+            unknown = [name for name in setting if name not in SETTINGS]
+            if unknown:
+                raise typer.BadParameter(f"unknown setting {unknown[0]!r}; choose from: "
+                                         + "; ".join(SETTINGS), param_hint="--setting")
+            chosen = {name: SETTINGS[name] for name in setting}
         torch.set_num_threads(threads)
         tmp = None
         if data is None:
@@ -41,7 +50,7 @@ def register(app: typer.Typer) -> None:
             folder = DataFolder(data)
             truth = read_poses(data / "train.csv")
             predictions = read_poses(data / "predictions.csv")
-            rows = run_ablation(folder, truth, predictions, RefineConfig(threads=threads), SETTINGS, near)
+            rows = run_ablation(folder, truth, predictions, RefineConfig(threads=threads), chosen, near)
         finally:
             if tmp is not None:
                 tmp.cleanup()

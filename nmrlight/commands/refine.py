@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS
+from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         gif: bool = typer.Option(False, "--gif", help="Write an optimisation GIF per car to OUT/gifs/."),
         losses: str = typer.Option("both", "--losses", help=f"Loss terms: {', '.join(LOSS_TERMS)}."),
         lighting: str = typer.Option("learn", "--lighting", help=f"Lighting: {', '.join(LIGHTING_MODES)}."),
+        edges: float = typer.Option(RefineConfig.weight_edges, "--edges", min=0.0, help=(
+            "Weight of the photo-edge term along the rendered outline (0: off).")),
         images: str | None = typer.Option(None, "--images", help="Only these ImageIds, comma separated."),
         limit: int | None = typer.Option(None, "--limit", help="Only the first N images of the file."),
         submission: bool = typer.Option(False, "--submission",
@@ -50,7 +52,6 @@ def register(app: typer.Typer) -> None:
         Exit status 3 (after writing everything) when an image failed or a row was unreadable.
         """
         from nmrlight.errors import NmrlightError
-        from nmrlight.refine.config import RefineConfig
         from nmrlight.refine.runner import RunOptions, run_refine
 
         if losses not in LOSS_TERMS:
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
             raise NmrlightError(f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {lighting!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise NmrlightError(f"--device must be cpu or cuda, got {device!r}")
-        config = RefineConfig(losses=losses, lighting=lighting, device=device,
+        config = RefineConfig(losses=losses, lighting=lighting, device=device, weight_edges=edges,
                               gif_dir=str((out / "gifs").resolve()) if gif else None)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)

@@ -22,11 +22,15 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.image import refine_image
 from nmrlight.rotations import metric_rotation_error_deg
 
+# the four settings of the original question (silhouette vs grayscale, fixed vs learned lighting),
+# then the photo-edge term (lighting-free) alone with the silhouette and with everything (the default)
 SETTINGS: dict[str, dict] = {
-    "silhouette only": {"losses": "silhouette", "lighting": "fixed"},
-    "grayscale only": {"losses": "grayscale", "lighting": "learn"},
-    "both, fixed lighting": {"losses": "both", "lighting": "fixed"},
-    "both, learned lighting": {"losses": "both", "lighting": "learn"},
+    "silhouette only": {"losses": "silhouette", "lighting": "fixed", "weight_edges": 0.0},
+    "grayscale only": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0},
+    "both, fixed lighting": {"losses": "both", "lighting": "fixed", "weight_edges": 0.0},
+    "both, learned lighting": {"losses": "both", "lighting": "learn", "weight_edges": 0.0},
+    "silhouette + edges": {"losses": "silhouette", "lighting": "fixed"},
+    "both + edges, learned lighting (default)": {"losses": "both", "lighting": "learn"},
 }
 
 

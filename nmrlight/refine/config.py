@@ -56,8 +56,20 @@ class RefineConfig:
     prior_weight: float = 0.005          # loss added at one standard deviation of each direction
     prior_sigma_deg: tuple[float, float, float] = (1.5, 4.0, 1.5)   # rotation about camera x, y, z
     prior_sigma_depth: float = 0.1       # relative depth
+    # ... times (car's rendered area / its mask's area), at most this: a car mostly hidden behind
+    # nearer cars shows a sliver of mask that pins little, so the detector's pose weighs more
+    max_prior_scale: float = 20.0
     # the detector's masks are dilated or eroded by a few pixels, which biases the silhouette's size,
-    # i.e. depth: fit a per-car mask offset (image pixels, > 0: mask too large) as a nuisance parameter
+    # i.e. depth: fit a per-car mask offset (image pixels; the mask is grown by it, so < 0 when the
+    # mask is too large) as a nuisance parameter; the photo-edge term then decides the size
     fit_dilation: bool = True
     lr_dilation: float = 0.1             # Adam step, image pixels
     dilation_sigma: float = 1.5          # prior width of the offset, image pixels
+    # the photo's own edges along the rendered outline: unbiased by the mask's dilation, they pin
+    # the car's size (depth) and its outline's shape (rotation); no lighting model involved
+    weight_edges: float = 0.5
+    edge_sigma: float = 1.0              # blur of render and photo before their gradients (render pixels)
+    # start from the best of 16 image-plane shifts lining the car's box up with its mask's ...
+    align_start: bool = True
+    align_below_iou: float = 0.5         # ... for cars whose initial IoU with the mask is below this
+    align_min_visible: float = 0.15      # ... and whose mask is at least this fraction of their area

@@ -169,7 +169,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             car.index, car.pose, refined, status=status, iou_before=outcome.iou_before,
             iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
             iterations=outcome.iterations, seconds=outcome.seconds,
-            extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1]})
+            extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
+                   "mask_offset_px": round(outcome.mask_offset, 3)})
 
     if config.lighting == "learn" and labels is not None and config.lighting_refit and light_fit is not None:
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)

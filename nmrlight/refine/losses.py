@@ -60,3 +60,52 @@ def grayscale_loss(image: torch.Tensor, covered: torch.Tensor, photo: torch.Tens
         keep = max(1, int(round((1.0 - trim) * residual.numel())))
         residual = torch.topk(residual, keep, largest=False, sorted=False).values
     return residual.mean()
+
+
+def image_gradient(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences (d/dx, d/dy) of an (H, W) image on its interior pixels, each (H-2, W-2)."""
+    gx = 0.5 * (image[1:-1, 2:] - image[1:-1, :-2])
+    gy = 0.5 * (image[2:, 1:-1] - image[:-2, 1:-1])
+    return gx, gy
+
+
+def _length(gx: torch.Tensor, gy: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """|(gx, gy)|, smooth at zero (flat regions give zero gradients, not NaN)."""
+    return torch.sqrt(gx * gx + gy * gy + eps * eps) - eps
+
+
+def edge_alignment_loss(alpha: torch.Tensor, photo_edges: torch.Tensor, weight: torch.Tensor | None = None
+                        ) -> torch.Tensor:
+    """1 - mean photo edge strength across the rendered outline, in [0, 1].
+
+    alpha: the car's (blurred) silhouette (H, W); photo_edges: (2, H-2, W-2) the photo's gradient
+    direction scaled by its strength in [0, 1] on the interior pixels (see `edge_map`); weight:
+    (H, W) or None. Along the outline, |grad alpha . edges| is large where the photo has a strong
+    edge parallel to the outline (either sign of contrast); dividing by sum |grad alpha| makes it a
+    mean over the outline, so a bigger car is not favoured. The detector's mask never enters: its
+    dilation or erosion, which biases the silhouette term's scale (depth), does not bias this one.
+    Bounded, so it cannot outweigh a silhouette gone wrong.
+    """
+    gx, gy = image_gradient(alpha)
+    strength = _length(gx, gy)
+    along = (gx * photo_edges[0] + gy * photo_edges[1]).abs()
+    if weight is not None:
+        inner = weight[1:-1, 1:-1]
+        along, strength = along * inner, strength * inner
+    return 1.0 - along.sum() / strength.sum().clamp_min(1e-6)
+
+
+def edge_map(photo: torch.Tensor, outline: torch.Tensor) -> torch.Tensor:
+    """The photo's edges (2, H-2, W-2): gradient direction times strength, saturating at 1.
+
+    Strength is |grad photo| over the contrast typical of the car's outline (the median across
+    `outline`, the detector mask's blurred edge), capped at 1: a strong internal edge (windows,
+    shadows) counts no more than the car's own outline.
+    """
+    gx, gy = image_gradient(photo)
+    magnitude = _length(gx, gy)
+    band = _length(*image_gradient(outline))
+    selected = magnitude[band > 0.5 * band.max()] if bool((band > 0).any()) else magnitude.flatten()
+    contrast = max(float(selected.median()) if selected.numel() else 0.0, 1e-3)
+    scale = 1.0 / (contrast * (magnitude / contrast).clamp_min(1.0))
+    return torch.stack([gx * scale, gy * scale])

@@ -1,14 +1,18 @@
 """Pose refinement of one car against its mask and photo, the other cars of its window held fixed.
 
 Parameters: rotation on SO(3) as R = exp(omega) R0; translation as the projected centre (u, v) in
-image pixels plus log depth, so image position and depth are separate, well-scaled directions.
+image pixels plus log depth, so image position and depth are separate, well-scaled directions; a
+mask offset (pixels the detector's mask is grown or shrunk by) as a nuisance parameter.
+Terms: silhouette against the mask, the photo's edges along the rendered outline (which pin the
+car's size, i.e. depth, whatever the mask's offset), grayscale shading under the learned light.
 Coarse to fine: each stage renders the window at a larger size (analytic edges) and compares
 render and mask both blurred by a Gaussian of decreasing sigma (a wide basin early, exact at the
 end; edges="soft" stages use the renderer's soft silhouettes against the hard mask instead).
+Cars that start with a poor overlap first jump to the best of a few box-aligning image shifts.
 Adam with per-parameter steps, cosine-shrinking within a stage; a stage stops early when its loss
 stops improving; the best iterate of the last stage is kept, and the initial pose when nothing beat
-it. A weak Gaussian prior around the initial pose keeps cars whose pixels say little in place.
-"""
+it. A Gaussian prior around the initial pose, weighted up for mostly hidden cars, keeps cars whose
+pixels say little in place."""
 
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import torch
 
 from nmrlight.camera import Camera
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.losses import grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
@@ -44,6 +48,7 @@ class PoseParams:
         self.log_z = torch.tensor(math.log(z), requires_grad=True)
         self.log_z0 = math.log(z)
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
+        self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]
@@ -104,6 +109,7 @@ class PoseOutcome:
     improved: bool
     seconds: float
     history: list[float] = field(default_factory=list)
+    mask_offset: float = 0.0   # how much wider the mask is than the fitted car (image pixels, < 0: thinner)
 
 
 Frame = Callable[[View, torch.Tensor], None]
@@ -115,7 +121,7 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     rotation = ((params.omega / sigma) ** 2).sum()
     depth = ((params.log_z - params.log_z0) / config.prior_sigma_depth) ** 2
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
-    return rotation + depth + dilation
+    return params.prior_scale * (rotation + depth) + dilation
 
 
 def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
@@ -151,10 +157,77 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta,
                               config.grayscale_trim)
         loss = loss + config.weight_grayscale * gray
+    if config.weight_edges > 0:
+        edges_photo = _photo_edges(view, config.edge_sigma)
+        blurred = gaussian_blur(alpha, config.edge_sigma)
+        loss = loss + config.weight_edges * edge_alignment_loss(blurred, edges_photo, view.weight)
     if config.prior_weight > 0:
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
     return loss, iou.detach(), hard
+
+
+def _photo_edges(view: View, sigma: float) -> torch.Tensor:
+    """The view's photo edges (blurred like the render), computed once per view."""
+    key = ("edges", sigma)
+    if key not in view.cache:
+        view.cache[key] = edge_map(gaussian_blur(view.photo, sigma), gaussian_blur(view.mask, sigma))
+    return view.cache[key]
+
+
+def visible_fraction(params: PoseParams, problem: CarProblem, view: View) -> float:
+    """Area of the car's mask over the area of the car rendered alone at its current pose (in `view`).
+
+    Small when the car is mostly hidden behind nearer cars or cut by the image border: its few
+    visible pixels then say little about where the car is.
+    """
+    car = MeshObject(problem.vertices, problem.faces, params.rotation().detach(), params.translation().detach())
+    with torch.no_grad():
+        alone = render(Scene([car]), view.camera, None, edges="none", outputs=set())
+    area = float((alone.object_id == 0).sum())
+    return float(view.mask.sum()) / area if area > 0 else math.inf
+
+
+def _align_start(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
+                 edges: str, sigma: float) -> None:
+    """Start from the best of a few image-plane shifts that line the car's box up with the mask's.
+
+    A detector's lateral error is a constant number of pixels, so far (small) cars can start beside
+    their mask, where the silhouette has no gradient, and a partly hidden car's mask covers one end
+    of it only, where shrinking (moving away) fits as well as shifting. The candidates align the
+    centre, either side, or neither, in x and y (16 renders of the coarsest view); the lowest loss
+    wins. Depth and rotation are left alone. Only for cars that start with a poor overlap: for a
+    well-placed car a coarse view's preference can pull it into a worse basin.
+    """
+    covered = view.mask > 0.5
+    if not bool(covered.any()):
+        return
+    rows = torch.nonzero(covered.any(1)).flatten()
+    cols = torch.nonzero(covered.any(0)).flatten()
+    mask_box = (float(cols[0]), float(rows[0]), float(cols[-1]) + 1, float(rows[-1]) + 1)
+    with torch.no_grad():
+        posed = problem.vertices @ params.rotation().T + params.translation()
+        uv, front = view.camera.project(posed)
+        if not bool(front.all()):
+            return
+        lo, hi = uv.min(0).values, uv.max(0).values
+        car_box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+        def shifts(axis: int) -> list[float]:
+            m0, m1, c0, c1 = mask_box[axis], mask_box[axis + 2], car_box[axis], car_box[axis + 2]
+            return [0.0, 0.5 * (m0 + m1 - c0 - c1), m0 - c0, m1 - c1]
+
+        start = params.uv.detach().clone()
+        best, best_loss = start, float(_evaluate(params, problem, view, lighting, config, edges, sigma)[0])
+        for dx in shifts(0):
+            for dy in shifts(1):
+                if abs(dx) < 0.5 and abs(dy) < 0.5:
+                    continue
+                params.uv.copy_(start + torch.tensor([dx, dy]) / view.scale)
+                value = float(_evaluate(params, problem, view, lighting, config, edges, sigma)[0])
+                if value < best_loss:
+                    best, best_loss = params.uv.detach().clone(), value
+        params.uv.copy_(best)
 
 
 def _cosine(steps: int) -> Callable[[int], float]:
@@ -186,6 +259,12 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         loss0, iou0, hard0 = _evaluate(params, problem, final_view, lighting, config, final_edges, final_sigma)
     initial = params.state()
     best_state, best_loss, best_iou = initial, float(loss0), float(iou0)
+    visible = visible_fraction(params, problem, views[0])
+    # the image terms are normalised by the mask's area, so a sliver of mask weighs as much as a
+    # whole car: the prior grows as the evidence shrinks (mostly hidden cars stay near the detector's pose)
+    params.prior_scale = min(max(1.0 / max(visible, 1e-6), 1.0), config.max_prior_scale)
+    if config.align_start and float(iou0) < config.align_below_iou and visible >= config.align_min_visible:
+        _align_start(params, problem, views[0], lighting, config, stages[0][1], stages[0][2])
     iterations = 0
     history: list[float] = []
     if frame is not None:
@@ -232,4 +311,5 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     return PoseOutcome(
         rotation=params.rotation().detach(), translation=params.translation().detach(),
         loss_before=float(loss0), loss_after=best_loss, iou_before=float(iou0), iou_after=best_iou,
-        iterations=iterations, improved=improved, seconds=time.perf_counter() - start, history=history)
+        iterations=iterations, improved=improved, seconds=time.perf_counter() - start, history=history,
+        mask_offset=-float(params.dilation.detach()))

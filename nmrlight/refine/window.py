@@ -8,7 +8,7 @@ depend on how large the car is in the photograph.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -89,6 +89,7 @@ class View:
         return self._blurred
 
     _blurred: torch.Tensor | None = None
+    cache: dict = field(default_factory=dict)   # per-view derived tensors (e.g. photo gradients)
 
 
 def _resample(array: np.ndarray, height: int, width: int) -> torch.Tensor:
