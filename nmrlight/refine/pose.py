@@ -27,7 +27,7 @@ import torch
 from nmrlight.camera import Camera
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view
+from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
@@ -199,12 +199,9 @@ def _align_start(params: PoseParams, problem: CarProblem, view: View, lighting: 
     wins. Depth and rotation are left alone. Only for cars that start with a poor overlap: for a
     well-placed car a coarse view's preference can pull it into a worse basin.
     """
-    covered = view.mask > 0.5
-    if not bool(covered.any()):
+    box = mask_box((view.mask > 0.5).numpy())
+    if box is None:
         return
-    rows = torch.nonzero(covered.any(1)).flatten()
-    cols = torch.nonzero(covered.any(0)).flatten()
-    mask_box = (float(cols[0]), float(rows[0]), float(cols[-1]) + 1, float(rows[-1]) + 1)
     with torch.no_grad():
         posed = problem.vertices @ params.rotation().T + params.translation()
         uv, front = view.camera.project(posed)
@@ -214,7 +211,8 @@ def _align_start(params: PoseParams, problem: CarProblem, view: View, lighting: 
         car_box = (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
 
         def shifts(axis: int) -> list[float]:
-            m0, m1, c0, c1 = mask_box[axis], mask_box[axis + 2], car_box[axis], car_box[axis + 2]
+            m0, m1 = (box.x0, box.x1) if axis == 0 else (box.y0, box.y1)
+            c0, c1 = car_box[axis], car_box[axis + 2]
             return [0.0, 0.5 * (m0 + m1 - c0 - c1), m0 - c0, m1 - c1]
 
         start = params.uv.detach().clone()

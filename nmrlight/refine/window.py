@@ -82,14 +82,13 @@ class View:
     sigma: float = 0.0      # > 0: blur width of the silhouette comparison (pixels)
     sdf: torch.Tensor | None = None  # (H, W) signed distance to the mask edge (render pixels, > 0 inside)
 
+    cache: dict = field(default_factory=dict)   # tensors derived from the view, computed once
+
     @property
     def blurred_mask(self) -> torch.Tensor:
-        if self._blurred is None:
-            self._blurred = gaussian_blur(self.mask, self.sigma)
-        return self._blurred
-
-    _blurred: torch.Tensor | None = None
-    cache: dict = field(default_factory=dict)   # per-view derived tensors (e.g. photo gradients)
+        if "blurred_mask" not in self.cache:
+            self.cache["blurred_mask"] = gaussian_blur(self.mask, self.sigma)
+        return self.cache["blurred_mask"]
 
 
 def _resample(array: np.ndarray, height: int, width: int) -> torch.Tensor:
