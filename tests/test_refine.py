@@ -114,6 +114,16 @@ def test_refinement_reduces_the_errors(scene) -> None:
     assert li.ambient + li.directional == pytest.approx(1.0)
 
 
+def _with_labels(data: DataFolder, root, labels: np.ndarray) -> DataFolder:
+    """A copy of the data folder `data` at `root` whose mask of IMAGE is `labels`."""
+    copy = DataFolder.create(root)
+    for sub in ("images", "car_models_json", "camera"):
+        for path in (data.root / sub).iterdir():
+            (root / sub / path.name).write_bytes(path.read_bytes())
+    write_label_mask(root / "masks" / f"{IMAGE}.png", labels)
+    return copy
+
+
 def test_cars_without_mask_or_behind_keep_their_pose(scene, tmp_path) -> None:
     data, _, _ = scene
     hidden = CarPose(MODEL, (0.15, 0.0, math.pi), (0.0, 1.5, -8.0))       # behind the camera
@@ -121,12 +131,7 @@ def test_cars_without_mask_or_behind_keep_their_pose(scene, tmp_path) -> None:
     cars = [hidden, TRUTH[0], TRUTH[1], unlabelled]
     # labels follow the row: shift the two real cars to labels 2 and 3
     labels = data.read_mask(IMAGE)
-    root = tmp_path / "shifted"
-    shifted = DataFolder.create(root)
-    for sub in ("images", "car_models_json", "camera"):
-        for path in (data.root / sub).iterdir():
-            (root / sub / path.name).write_bytes(path.read_bytes())
-    write_label_mask(root / "masks" / f"{IMAGE}.png", np.where(labels > 0, labels + 1, 0))
+    shifted = _with_labels(data, tmp_path / "shifted", np.where(labels > 0, labels + 1, 0))
     config = RefineConfig(threads=1, stages=((64, "analytic", 0.0, 3),), lighting="fixed")
     result = refine_image(shifted, IMAGE, cars, config)
     assert len(result.cars) == 4
@@ -138,12 +143,7 @@ def test_cars_without_mask_or_behind_keep_their_pose(scene, tmp_path) -> None:
 
 def test_mask_of_the_wrong_size_names_the_file(scene, tmp_path) -> None:
     data, _, _ = scene
-    root = tmp_path / "bad"
-    bad = DataFolder.create(root)
-    for sub in ("images", "car_models_json", "camera"):
-        for path in (data.root / sub).iterdir():
-            (root / sub / path.name).write_bytes(path.read_bytes())
-    write_label_mask(root / "masks" / f"{IMAGE}.png", np.zeros((10, 12), np.int32))
+    bad = _with_labels(data, tmp_path / "bad", np.zeros((10, 12), np.int32))
     with pytest.raises(NmrlightError, match=f"{IMAGE}.png"):
         refine_image(bad, IMAGE, list(TRUTH), FAST)
 
@@ -229,16 +229,11 @@ def _dilated_mask_folder(scene, root, pixels: int) -> DataFolder:
     from scipy import ndimage
 
     data, _, _ = scene
-    copy = DataFolder.create(root)
-    for sub in ("images", "car_models_json", "camera"):
-        for path in (data.root / sub).iterdir():
-            (root / sub / path.name).write_bytes(path.read_bytes())
     labels = data.read_mask(IMAGE)
     grown = np.zeros_like(labels)
     for k in (2, 1):   # the far car first, the near one painted over it
         grown[ndimage.binary_dilation(labels == k, iterations=pixels)] = k
-    write_label_mask(root / "masks" / f"{IMAGE}.png", grown)
-    return copy
+    return _with_labels(data, root, grown)
 
 
 def test_photo_edges_undo_the_depth_bias_of_fat_masks(scene, tmp_path) -> None:
