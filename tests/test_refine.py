@@ -241,12 +241,14 @@ def test_photo_edges_undo_the_depth_bias_of_fat_masks(scene, tmp_path) -> None:
     data = _dilated_mask_folder(scene, tmp_path / "fat", 2)
     start = [_perturbed(TRUTH[0], 3.0, 1.03), _perturbed(TRUTH[1], -3.0, 0.97)]
     errors = {}
-    for weight in (0.0, 0.3):
+    default = RefineConfig().weight_edges
+    for weight in (0.0, default):
         config = RefineConfig(threads=1, stages=FAST.stages, weight_edges=weight)
         result = refine_image(data, IMAGE, start, config)
         errors[weight] = [car_errors(c.refined, t)[1] for c, t in zip(result.cars, TRUTH, strict=True)]
-    assert max(errors[0.3]) < 0.005, errors
-    assert max(errors[0.0]) > 2 * max(errors[0.3]), errors
+    assert default > 0
+    assert max(errors[default]) < 0.005, errors
+    assert max(errors[0.0]) > 2 * max(errors[default]), errors
 
 
 def test_a_car_that_starts_beside_its_mask_is_found(scene) -> None:
