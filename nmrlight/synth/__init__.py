@@ -20,9 +20,11 @@ from nmrlight.synth.detector import ErrorModel
 from nmrlight.synth.layout import _footprint, _overlap, place_cars
 from nmrlight.synth.masks import detector_labels
 from nmrlight.synth.picture import SynthImage, _Models, image_id, synthesize_image
+from nmrlight.synth.segmenter import SegmenterModel, coarse_mask, segment
 from nmrlight.synth.writer import SynthSummary, synthesize
 
 __all__ = [
-    "DEFAULT_MODELS", "ErrorModel", "SynthConfig", "SynthImage", "SynthSummary", "_Models", "_footprint",
-    "_overlap", "background", "detector_labels", "image_id", "place_cars", "synthesize", "synthesize_image",
+    "DEFAULT_MODELS", "ErrorModel", "SegmenterModel", "SynthConfig", "SynthImage", "SynthSummary", "_Models",
+    "_footprint", "_overlap", "background", "coarse_mask", "detector_labels", "image_id", "place_cars",
+    "segment", "synthesize", "synthesize_image",
 ]

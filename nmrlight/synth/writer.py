@@ -18,9 +18,11 @@ from nmrlight.io.images import write_image
 from nmrlight.io.masks import write_label_mask
 from nmrlight.io.poses import CarPose, write_poses
 from nmrlight.procedural import write_models
+from nmrlight.synth.coco import SegmenterFiles
 from nmrlight.synth.config import SynthConfig
 from nmrlight.synth.detector import ErrorModel
 from nmrlight.synth.picture import _Models, synthesize_image
+from nmrlight.synth.segmenter import SegmenterModel, segment
 
 
 @dataclass
@@ -36,11 +38,12 @@ class SynthSummary:
 
 
 def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig | None = None,
-               errors: ErrorModel | None = None, progress: Callable[[int], None] | None = None
-               ) -> SynthSummary:
+               errors: ErrorModel | None = None, progress: Callable[[int], None] | None = None,
+               segmenter: SegmenterModel | None = None) -> SynthSummary:
     """Write a synthetic data folder of `images` pictures to `out_dir`; deterministic for `seed`.
 
-    `progress` is called with 1 after each picture.
+    Besides the label masks and predictions.csv, writes what a detector and an instance segmenter
+    would (`segmenter`, see nmrlight.synth.coco). `progress` is called with 1 after each picture.
     """
     if images < 1:
         raise NmrlightError(f"synth: number of images must be at least 1, got {images}")
@@ -63,6 +66,7 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
     summary = SynthSummary(out_dir=root)
     used: set[int] = set()
     lights = []
+    segmented = SegmenterFiles(root, seed)
     for index in range(images):
         item = synthesize_image(index, seed, config, models)
         err_rng = np.random.default_rng([int(seed), int(index), 1])
@@ -78,6 +82,10 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
             labels = remap[labels]
         suffix = ".jpg" if config.jpeg else ".png"
         write_image(root / "images" / f"{item.image_id}{suffix}", item.image)
+        seg_rng = np.random.default_rng([int(seed), int(index), 2])
+        masks = segment(item.object_id, [s for s in source if s >= 0], len(item.cars), seg_rng, segmenter)
+        segmented.add(item.image_id, f"{item.image_id}{suffix}", *item.object_id.shape, masks, pred, source,
+                      seg_rng)
         write_label_mask(root / "masks" / f"{item.image_id}.png", labels)
         truth[item.image_id] = item.cars
         preds[item.image_id] = pred
@@ -91,6 +99,7 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
     write_models(root, sorted(used | set(config.model_types)))
     write_poses(root / "train.csv", truth, confidence=False)
     write_poses(root / "predictions.csv", preds, confidence=True)
+    segmented.write()
     with (root / "lighting.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(["ImageId", "ambient", "directional", "dx", "dy", "dz"])
