@@ -24,7 +24,7 @@ from nmrlight.synth.background import background
 from nmrlight.synth.config import KAGGLE_MODELS
 from nmrlight.synth.materials import material_classes, realistic_materials, specular
 from nmrlight.synth.presets import KAGGLE_ERRORS, preset
-from nmrlight.synth.street import crowded_cars, kaggle_cars, sample_road
+from nmrlight.synth.street import kaggle_cars, sample_road
 from nmrlight.synth.street_background import car_shadows, street_background
 from nmrlight.synth.street_picture import unoccluded_pixels
 
@@ -74,18 +74,6 @@ def test_cars_stand_upright_on_the_road(layouts) -> None:
             up_car = kaggle_to_matrix(np.array(car.rotation)) @ np.array([0.0, 1.0, 0.0])  # flipped model up
             tilts.append(np.degrees(np.arccos(np.clip(up_car @ up_world, -1, 1))))
         assert max(tilts, default=0) < 6.0 and np.median(tilts or [0]) < 2.0   # noise: 0.6 deg pitch, 1.1 roll
-
-
-def test_crowded_layouts() -> None:
-    models = _Models()
-    sizes = models.sizes(KAGGLE_MODELS)
-    rng = np.random.default_rng(3)
-    camera = CONFIG.camera()
-    counts = []
-    for _ in range(20):
-        road = sample_road(rng, CONFIG.pitch, CONFIG.roll, CONFIG.camera_height)
-        counts.append(len(crowded_cars(rng, camera, road, sizes, KAGGLE_MODELS)))
-    assert min(counts) >= 20 and max(counts) <= 44 and np.mean(counts) > 25
 
 
 def test_detector_errors_match_a_real_detector(layouts) -> None:
@@ -254,15 +242,6 @@ def test_unoccluded_pixels_is_the_lone_render() -> None:
         obj = MeshObject(verts, faces, R, torch.tensor(pose[3:], dtype=torch.float32))
         full = render(Scene([obj]), camera, edges="none", outputs=set())
         assert unoccluded_pixels(obj, camera) == int((full.object_id >= 0).sum()) > 0
-
-
-def test_crowded_picture_visible_fractions() -> None:
-    config, _ = preset("crowded", scale=0.2)
-    item = synthesize_image(0, 4, config)
-    assert 20 <= len(item.cars) <= 44
-    fraction = item.visible_fraction
-    assert fraction.min() >= 0 and fraction.max() <= 1 + 1e-9
-    assert (fraction < 0.3).any() and (fraction > 0.7).any()
 
 
 def test_cli_presets(tmp_path) -> None:

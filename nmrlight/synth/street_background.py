@@ -35,9 +35,10 @@ def _facades(rng: np.random.Generator, road: Road, dx, dy, dz, t_ground, h: int,
 
     `clear` = (left, right): how far from the lane centre each facade must stay (behind the cars).
     """
-    hit = np.zeros((h, w), dtype=bool)
-    dist = np.full((h, w), np.inf, dtype=np.float32)
-    grey = np.zeros((h, w), dtype=np.float32)
+    hit = np.zeros(h * w, dtype=bool)
+    dist = np.full(h * w, np.inf, dtype=np.float32)
+    grey = np.zeros(h * w, dtype=np.float32)
+    dx, dy, dz, t_ground, fine = (a.ravel() for a in (dx, dy, dz, t_ground, fine))
     for side, keep_clear in zip((-1.0, 1.0), clear, strict=True):
         plane = road.ego + side * max(road.half_width + rng.uniform(2.5, 6.0), keep_clear + 3.0)
         # blocks along z: start, height (m above the road), grey, window pitch
@@ -46,24 +47,26 @@ def _facades(rng: np.random.Generator, road: Road, dx, dy, dz, t_ground, h: int,
         greys = rng.uniform(0.25, 0.75, 40)
         pitch_z = rng.uniform(2.0, 3.5, 40)
         pitch_y = rng.uniform(2.8, 3.5, 40)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = np.where(side * dx > 1e-4, plane / dx, np.inf).astype(np.float32)
-        z = t * dz
-        up = road.height - t * dy                                   # metres above the road
-        block = np.clip(np.searchsorted(starts, z), 0, len(starts) - 1)
-        gap = (np.searchsorted(starts, z) % 7) == 3                 # a side street now and then
-        on = np.isfinite(t) & (t < t_ground) & (z > 0) & (z < FAR) & (up >= 0) & (up < heights[block]) & ~gap
-        closer = on & (t < dist)
+        # only the rays heading to this side can hit its facade (each pixel hits one side at most)
+        idx = np.flatnonzero(side * dx > 1e-4)
+        t = (plane / dx[idx]).astype(np.float32)
+        z = t * dz[idx]
+        up = road.height - t * dy[idx]                              # metres above the road
+        k = np.searchsorted(starts, z)
+        block = np.minimum(k, len(starts) - 1)
+        gap = (k % 7) == 3                                          # a side street now and then
+        on = (t < t_ground[idx]) & (z > 0) & (z < FAR) & (up >= 0) & (up < heights[block]) & ~gap
+        idx, t, z, up, block = idx[on], t[on], z[on], up[on], block[on]
         fz = np.mod(z, pitch_z[block]) / pitch_z[block]
         fy = np.mod(up, pitch_y[block]) / pitch_y[block]
         window = (fz > 0.25) & (fz < 0.75) & (fy > 0.3) & (fy < 0.8) & (up > 3.0)
         lit = np.mod(block * 7 + np.floor(z / pitch_z[block]) * 3 + np.floor(up / pitch_y[block]), 5) == 0
-        level = np.where(window, np.where(lit, 0.85, 0.12), greys[block] + 0.05 * fine)
+        level = np.where(window, np.where(lit, 0.85, 0.12), greys[block] + 0.05 * fine[idx])
         level = np.where(up < 3.0, greys[block] * 0.6, level)       # shop fronts: darker ground floor
-        grey = np.where(closer, level, grey)
-        dist = np.where(closer, t, dist)
-        hit |= closer
-    return hit, dist, grey
+        grey[idx] = level
+        dist[idx] = t
+        hit[idx] = True
+    return hit.reshape(h, w), dist.reshape(h, w), grey.reshape(h, w)
 
 
 def _project(camera: Camera, road: Road, world: np.ndarray) -> list[tuple[float, float]] | None:
