@@ -256,3 +256,17 @@ def test_cli_presets(tmp_path) -> None:
     assert isinstance(result.exception, NmrlightError) and "unknown preset 'busy'" in str(result.exception)
     result = runner.invoke(app, ["synth", str(tmp_path / "x"), "--materials", "chrome"])
     assert isinstance(result.exception, NmrlightError) and "materials must be one of" in str(result.exception)
+
+
+def test_describe_counts_the_folder(kaggle_folder) -> None:
+    from nmrlight.synth.describe import describe, main
+
+    out, summary, _ = kaggle_folder
+    truth = read_poses(out / "train.csv")
+    preds = read_poses(out / "predictions.csv")
+    d = describe(out)
+    assert d["pictures"] == 2 and d["cars"] == summary.cars == sum(len(c) for c in truth.values())
+    assert d["found"] + d["false_positives"] == sum(len(p) for p in preds.values())
+    assert d["map"] == pytest.approx(evaluate(truth, preds).map)
+    assert d["visible <30%"] + d["visible 30-70%"] + d["visible >70%"] == d["cars"]
+    assert main([str(out / "missing")]) == 2
