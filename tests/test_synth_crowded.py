@@ -40,8 +40,11 @@ def test_crowded_folder_records_visible_fractions(tmp_path) -> None:
     truth = read_poses(tmp_path / "train.csv")
     fractions = read_visibility(tmp_path / "visibility.csv")
     (image_id,) = summary.image_ids
-    assert len(fractions[image_id]) == len(truth[image_id]) >= 20
     item = synthesize_image(0, 4, CONFIG)
+    assert len(fractions[image_id]) == len(truth[image_id]) == len(item.cars)
+    hidden = [c for c in item.unannotated if c.translation[2] <= 150]   # rendered, less than 10 % visible
+    assert 20 <= len(item.cars) + len(hidden) <= 44 and len(hidden) >= 1
+    assert min(fractions[image_id]) >= 0.1
     np.testing.assert_allclose(fractions[image_id], item.visible_fraction, atol=1e-4)
     # visible pixels are the car's pixels in the picture, never more than it has alone
     for k in range(len(item.cars)):

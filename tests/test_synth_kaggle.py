@@ -207,7 +207,7 @@ def test_kaggle_folder(kaggle_folder) -> None:
     for index, image_id in enumerate(summary.image_ids):
         item = synthesize_image(index, 21, config, models)
         assert all(c.translation[2] <= 150 for c in item.cars)
-        assert all(c.translation[2] > 150 for c in item.unannotated)
+        assert (item.visible_fraction >= 0.1).all()             # less visible cars are left out
         n = len(item.cars)
         ignore = read_image(out / "train_masks" / f"{image_id}.jpg") > 0.5
         far = item.object_id >= n
@@ -215,7 +215,7 @@ def test_kaggle_folder(kaggle_folder) -> None:
         if far.any():                                   # the far cars' pixels are don't-care regions
             assert ignore[far].mean() > 0.95
         annotated = (item.object_id >= 0) & (item.object_id < n)
-        assert ignore[annotated].mean() < 0.02          # the annotated cars' are not
+        assert ignore[annotated].mean() < 0.005         # the annotated cars' are not (up to JPEG)
         mine = [r for r in rows if r["ImageId"] == image_id]
         for k, row in enumerate(mine):
             visible, full = int(row["visible_pixels"]), int(row["unoccluded_pixels"])

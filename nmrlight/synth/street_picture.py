@@ -1,5 +1,6 @@
 """One picture of the street presets (kaggle, crowded): real-data layout, cluttered street, materials
-with specular highlights, unannotated far cars (ignore regions) and each car's visible fraction.
+with specular highlights, unannotated cars (far ones and those less than 10 % visible: ignore regions)
+and each annotated car's visible fraction.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from nmrlight.synth.masks import detector_labels
 from nmrlight.synth.materials import _albedo, _lighting, realistic_materials, specular
 from nmrlight.synth.street import Road, crowded_cars, far_cars, kaggle_cars, sample_road
 from nmrlight.synth.street_background import street_background
+
+MIN_VISIBLE = 0.1   # annotated cars show at least this fraction of their unoccluded silhouette
 
 
 def _pose(car: CarPose) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,12 +112,24 @@ def street_picture(rng: np.random.Generator, config: SynthConfig, models) -> dic
     image = image + rng.normal(0.0, config.noise_sigma, image.shape).astype(np.float32)
     image = np.clip(image, 0.0, 1.0)
     image = image[0] if image.shape[0] == 1 else np.transpose(image, (1, 2, 0))
-    n = len(cars)
+    # cars seen less than MIN_VISIBLE are left out of the truth, like the real annotations: they join
+    # the unannotated far cars (ignore regions); the object ids are renumbered to match
+    n_all = len(cars)
+    visible = np.bincount(object_id[object_id >= 0].ravel(), minlength=len(everything))[:n_all]
+    full = np.array([unoccluded_pixels(obj, camera) for obj in objects[:n_all]], dtype=np.int64)
+    seen = visible >= MIN_VISIBLE * np.maximum(full, 1)
+    order = np.r_[np.flatnonzero(seen), np.flatnonzero(~seen), np.arange(n_all, len(everything))].astype(np.int64)
+    renumber = np.empty(len(everything), dtype=np.int64)
+    renumber[order] = np.arange(len(everything))
+    object_id = np.where(object_id >= 0, renumber[np.maximum(object_id, 0)], -1).astype(np.int32)
+    everything = [everything[i] for i in order]
+    n = int(seen.sum())
+    cars, unannotated = everything[:n], everything[n:]
+    visible, full = visible[seen], full[seen]
     depths = np.array([c.translation[2] for c in everything])
     label_of = np.r_[np.arange(1, n + 1), np.zeros(len(unannotated), dtype=np.int64)]
     labels = detector_labels(object_id, depths, rng if config.mask_errors else None, label_of)
-    ignore = ndimage.binary_dilation(object_id >= n, iterations=2) if unannotated else (object_id >= n)
-    visible = np.bincount(object_id[object_id >= 0].ravel(), minlength=len(everything))[:n]
-    full = np.array([unoccluded_pixels(obj, camera) for obj in objects[:n]], dtype=np.int64)
+    annotated = (object_id >= 0) & (object_id < n)
+    ignore = ndimage.binary_dilation(object_id >= n, iterations=2) & ~annotated
     return {"image": image, "labels": labels, "object_id": object_id, "cars": cars, "lighting": light,
             "unannotated": unannotated, "ignore": ignore, "visible_pixels": visible, "full_pixels": full}
