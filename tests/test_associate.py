@@ -41,6 +41,8 @@ def test_pair_score_of_analytic_shapes():
     moved = _rect(shape, 26, 20, 46, 30)
     damping = math.exp(-0.5 * (6 / (0.5 * math.sqrt(200))) ** 2)
     assert pair_score(car, moved) == pytest.approx(max(14 / 26, damping))
+    # the detector's lateral error in pixels (slack) widens the damping for small cars
+    assert pair_score(car, moved, slack=12.0) == pytest.approx(math.exp(-0.5 * (6 / 12) ** 2))
     # 7 % larger (a depth error), centred: box-aligned IoU = 200 / (22 * 11 rounded box)
     bigger = _rect(shape, 19, 20, 41, 31)
     assert pair_score(car, bigger) == pytest.approx(200 / (22 * 11))
