@@ -1,4 +1,8 @@
-"""`nmrlight synth`: write a synthetic data folder (images, masks, meshes, truth, predictions)."""
+"""`nmrlight synth`: write a synthetic data folder (images, masks, meshes, truth, predictions).
+
+Besides, what a detector and a segmenter would write: predictions_submission.csv, coco/instances.json,
+coco/results.json (and coco/truth.json, which mask is which car); layout in nmrlight.synth.coco.
+"""
 
 from __future__ import annotations
 
@@ -23,12 +27,16 @@ def register(app: typer.Typer) -> None:
         miss_rate: float = typer.Option(0.0, "--miss-rate", help="Fraction of cars the detector misses."),
         false_positives: float = typer.Option(0.0, "--false-positives", help="Mean false detections."),
         exact_masks: bool = typer.Option(False, "--exact-masks", help="Masks without detector edge errors."),
+        masks_missing: float = typer.Option(0.08, "--masks-missing",
+                                            help="Segmenter: fraction of detected cars without a COCO mask."),
+        masks_extra: float = typer.Option(0.10, "--masks-extra",
+                                          help="Segmenter: masks of missed cars, fraction of the other masks."),
     ) -> None:
         """Synthesise a data set like the Kaggle one, with ground truth and noisy predictions."""
         from rich.progress import Progress
 
         from nmrlight.errors import NmrlightError
-        from nmrlight.synth import DEFAULT_MODELS, ErrorModel, SynthConfig, synthesize
+        from nmrlight.synth import DEFAULT_MODELS, ErrorModel, SegmenterModel, SynthConfig, synthesize
 
         try:
             model_types = tuple(int(m) for m in models.split(",") if m.strip()) or DEFAULT_MODELS
@@ -41,6 +49,7 @@ def register(app: typer.Typer) -> None:
         with Progress(transient=True) as progress:
             task = progress.add_task("synthesising", total=images)
             summary = synthesize(out, images, seed, config, errors,
-                                 progress=lambda k: progress.advance(task, k))
+                                 progress=lambda k: progress.advance(task, k),
+                                 segmenter=SegmenterModel(missing_rate=masks_missing, extra_rate=masks_extra))
         typer.echo(f"wrote {len(summary.image_ids)} pictures, {summary.cars} cars "
                    f"({summary.visible_cars} visible) to {summary.out_dir} in {summary.seconds:.1f} s")
