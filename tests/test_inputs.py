@@ -173,3 +173,14 @@ def test_ignore_masks_come_from_train_or_test_masks(tmp_path):
     assert ignore[12:18, 32:48].all() and not ignore[:8].any() and not ignore[:, :28].any()
     with pytest.raises(NmrlightError, match="ignore mask .*ID_a.jpg: size 60x40 .* differs"):
         data.read_ignore("ID_a", (41, 60))
+
+
+def test_a_masks_file_whose_every_mask_names_its_car_is_taken_as_ordered(tmp_path):
+    path = tmp_path / "m.json"
+    anns = [{"image_id": 1, "car_index": 2, "segmentation": _rle(_box(1, 1, 5, 5))},
+            {"image_id": 2, "car_index": 1, "segmentation": _rle(_box(1, 1, 5, 5))}]
+    path.write_text(json.dumps({**IMAGES, "annotations": anns}))
+    coco = read_coco_instances(path)
+    assert coco.ordered and coco.instances["ID_a"][0].car_index == 2
+    path.write_text(json.dumps({**IMAGES, "annotations": [anns[0], {**anns[1], "car_index": None}]}))
+    assert not read_coco_instances(path).ordered

@@ -1,9 +1,12 @@
 """refine_image: the unit of work of a data-set run (one photograph, all its cars).
 
-Steps: read photo and label mask (sizes checked), pose every car, fit the lighting on the closest
-cars with masks, refine the cars nearest first (each in a window around it, the other cars of the
+Steps: read the photo, pose every car, get its masks (`prepare`: label image, or a segmenter's COCO
+masks associated with the cars; ignore masks and unmatched masks as don't-care pixels), shortlist
+meshes for cars without a model id (`meshchoice`), fit the lighting on the closest cars with masks,
+refine the cars nearest first (each in a window around it, the other cars of the
 window rendered with their current poses so occlusions are right), refit the lighting on the refined
-poses, and report each car. Cars without mask pixels keep their pose ("no mask"), as do cars behind
+poses, and report each car. A car without a model id is refined with each shortlisted mesh and keeps
+the one with the lowest final loss. Cars without mask pixels keep their pose ("no mask"), as do cars behind
 the camera or outside the image ("not visible").
 """
 
