@@ -70,7 +70,10 @@ def summarise(data: Path, fmt: str, out: Path, near: float = 40.0) -> list[dict]
     rows = _rows(data, fmt, out, near)
     truth = read_poses(data / "train.csv")
     refined = read_poses(out / "refined.csv")
+    given = read_poses(data / "predictions_submission.csv", submission=True) if fmt == "submission" else \
+        read_poses(data / "predictions.csv")
     m = evaluate({i: truth[i] for i in refined}, refined).map
+    m0 = evaluate({i: truth[i] for i in refined}, {i: given[i] for i in refined}).map
     table = []
     for band, keep in ((f"< {near:g} m", lambda r: r["near"]), (f">= {near:g} m", lambda r: not r["near"]),
                        ("all", lambda r: True)):
@@ -84,7 +87,7 @@ def summarise(data: Path, fmt: str, out: Path, near: float = 40.0) -> list[dict]
             "run": str(out), "format": fmt, "band": band, "cars": len(rs),
             "rot_before": float(np.median(b[:, 0])), "rot_after": float(np.median(a[:, 0])),
             "trans_before": float(np.median(b[:, 1])), "trans_after": float(np.median(a[:, 1])),
-            "map_after_all": m,
+            "map_before_all": m0, "map_after_all": m,
             "association": (sum(r["assoc_ok"] for r in masked) / len(masked)) if masked else None,
             "cars_with_mask": len(masked),
             "exact_model": (sum(r["model_ok"] for r in chose) / len(chose)) if chose else None,
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--near", type=float, default=40.0)
     args = parser.parse_args(argv)
     print("| run | format | cars | n | median rot (deg) before -> after | median transl. (%) before -> after "
-          "| mAP (all) | association | exact model | s / car |")
+          "| mAP (all cars) before -> after | association | exact model | s / car |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for spec in args.runs:
         fmt, _, out = spec.partition(":")
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
             exact = "-" if r["exact_model"] is None else f"{100 * r['exact_model']:.0f} % of {r['cars_chosen']}"
             print(f"| {Path(out).name} | {fmt} | {r['band']} | {r['cars']} | {r['rot_before']:.2f} -> "
                   f"{r['rot_after']:.2f} | {100 * r['trans_before']:.2f} -> {100 * r['trans_after']:.2f} | "
-                  f"{r['map_after_all']:.3f} | {assoc} | {exact} | {r['seconds_per_car']:.2f} |")
+                  f"{r['map_before_all']:.3f} -> {r['map_after_all']:.3f} | {assoc} | {exact} | "
+                  f"{r['seconds_per_car']:.2f} |")
 
 
 if __name__ == "__main__":
