@@ -79,15 +79,59 @@ def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5, sla
     return max(_iou(s, m), _iou(_shifted(s, dx, dy), m) * damping)
 
 
+def hidden_score(whole: np.ndarray, mask: np.ndarray, others: np.ndarray, reach: float = 0.5,
+                 slack: float = 0.0) -> float:
+    """Score in [0, 1] of a mask as the visible part of a partly hidden car (bool arrays, same shape).
+
+    whole: the car rendered alone; others: the union of the other masks. The car's whole silhouette is
+    shifted so one of its box edges (or its centre) meets the mask box's, in x and in y (16 shifts); a
+    shift scores (share of the mask inside the car) x (share of the car covered by this mask or the
+    others, i.e. hidden or shown, not sticking out over background), damped like `pair_score`.
+    """
+    wbox, mbox = mask_box(whole), mask_box(mask)
+    if wbox is None or mbox is None:
+        return 0.0
+    size = math.sqrt(wbox.width * wbox.height)
+    sigma = max(reach * size, slack, 1e-6)
+    x0, y0 = max(min(wbox.x0, mbox.x0) - wbox.width, 0), max(min(wbox.y0, mbox.y0) - wbox.height, 0)
+    x1, y1 = max(wbox.x1, mbox.x1) + wbox.width, max(wbox.y1, mbox.y1) + wbox.height
+    w, m, o = whole[y0:y1, x0:x1], mask[y0:y1, x0:x1], others[y0:y1, x0:x1]
+    covered = m | o
+    area_m, area_w = m.sum(), w.sum()
+
+    def shifts(a0: int, a1: int, b0: int, b1: int) -> set[int]:
+        return {0, int(round(0.5 * (b0 + b1 - a0 - a1))), b0 - a0, b1 - a1}
+
+    best = 0.0
+    for dx in shifts(wbox.x0, wbox.x1, mbox.x0, mbox.x1):
+        for dy in shifts(wbox.y0, wbox.y1, mbox.y0, mbox.y1):
+            damping = math.exp(-0.5 * (math.hypot(dx, dy) / sigma) ** 2)
+            if damping <= best:
+                continue
+            moved = _shifted(w, dx, dy)
+            inside = np.logical_and(moved, m).sum() / area_m
+            explained = np.logical_and(moved, covered).sum() / max(area_w, 1)
+            best = max(best, float(inside * explained * damping))
+    return best
+
+
 def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5,
-                 slack: float = 0.0) -> np.ndarray:
-    """(cars, masks) matrix of `pair_score`s."""
+                 slack: float = 0.0, whole: list[np.ndarray] | None = None) -> np.ndarray:
+    """(cars, masks) matrix of `pair_score`s.
+
+    With `whole` (each car rendered alone, unoccluded), a pair also gets its `hidden_score`: for a
+    partly hidden car whose rendered visible part says little, when the detector's depth error puts
+    it behind the wrong neighbour, or the car that hides it was missed by the detector (its mask is
+    there, its render is not).
+    """
     scores = np.zeros((len(silhouettes), len(masks)))
+    count = np.sum(masks, axis=0, dtype=np.int32) if masks and whole is not None else None
     for i, sil in enumerate(silhouettes):
-        if not sil.any():
-            continue
         for j, mask in enumerate(masks):
-            scores[i, j] = pair_score(sil, mask, reach, slack)
+            value = pair_score(sil, mask, reach, slack) if sil.any() else 0.0
+            if count is not None:
+                value = max(value, hidden_score(whole[i], mask, (count - mask) > 0, reach, slack))
+            scores[i, j] = value
     return scores
 
 
@@ -112,7 +156,8 @@ def match(scores: np.ndarray, mask_scores: list[float] | None = None, min_score:
 
 
 def associate(silhouettes: list[np.ndarray], masks: list[np.ndarray], mask_scores: list[float] | None = None,
-              min_score: float = 0.3, reach: float = 0.5, slack: float = 0.0) -> tuple[list[Match], np.ndarray]:
+              min_score: float = 0.3, reach: float = 0.5, slack: float = 0.0,
+              whole: list[np.ndarray] | None = None) -> tuple[list[Match], np.ndarray]:
     """Match each car's visible silhouette to at most one mask; returns the matches and the score matrix."""
-    scores = score_matrix(silhouettes, masks, reach, slack)
+    scores = score_matrix(silhouettes, masks, reach, slack, whole)
     return match(scores, mask_scores, min_score), scores

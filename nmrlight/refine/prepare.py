@@ -151,11 +151,12 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
         return ImageMasks(labels, None, summary, warnings)
     masks = [m for _, m in decoded]
     silhouettes, scale = visible_silhouettes(state, camera, config.association_size)
+    whole = whole_silhouettes(state, camera, scale)
     small = [_resample(m.astype(np.float32), *silhouettes[0].shape).numpy() > 0.5 for m in masks] \
         if silhouettes else []
     slack = config.association_slack * camera.fx * scale  # the detector's lateral error, in pixels
     matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score,
-                           slack=slack)
+                           slack=slack, whole=whole)
     taken = set()
     for car, found in sorted(zip(state, matches, strict=True), key=lambda p: -float(p[0].translation[2])):
         if found.mask is None:
@@ -192,6 +193,21 @@ def visible_silhouettes(state: list[_Car], camera: Camera, size: int) -> tuple[l
         ids = render(Scene(objects), cam, None, edges="none", outputs=set()).object_id.numpy()
     position = {c.index: k for k, c in enumerate(shown)}
     return [ids == position[c.index] if c.index in position else empty.copy() for c in state], scale
+
+
+def whole_silhouettes(state: list[_Car], camera: Camera, scale: float) -> list[np.ndarray]:
+    """Each car's silhouette rendered alone (nothing in front of it) at `scale`, in car order."""
+    cam = camera if scale == 1.0 else camera.scaled(scale)
+    out = []
+    for car in state:
+        if car.status == "not visible":
+            out.append(np.zeros((cam.height, cam.width), bool))
+            continue
+        with torch.no_grad():
+            ids = render(Scene([MeshObject(car.vertices, car.faces, car.rotation, car.translation)]), cam, None,
+                         edges="none", outputs=set()).object_id.numpy()
+        out.append(ids == 0)
+    return out
 
 
 def attach_masks(state: list[_Car], masks: ImageMasks, camera: Camera, config: RefineConfig) -> None:
