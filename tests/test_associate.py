@@ -19,7 +19,7 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.images import write_image
 from nmrlight.io.poses import CarPose
 from nmrlight.procedural import car_for_model, write_models
-from nmrlight.refine.associate import associate, match, pair_score
+from nmrlight.refine.associate import associate, hidden_score, match, pair_score
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.prepare import attach_masks, image_masks, pose_cars
 from nmrlight.render import render
@@ -49,6 +49,26 @@ def test_pair_score_of_analytic_shapes():
     # a similar car far away (many of its sizes): nothing
     assert pair_score(car, _rect(shape, 150, 60, 170, 70)) == 0.0
     assert pair_score(car, np.zeros(shape, bool)) == 0.0
+
+
+def test_hidden_score_finds_the_visible_sliver_of_a_hidden_car():
+    shape = (100, 200)
+    whole = _rect(shape, 20, 20, 60, 40)             # the car alone: 40 x 20
+    # the car is truly 3 px right and up of where the detector put it: a nearer car's mask hides all
+    # but its top 6 rows, which are its mask
+    front = _rect(shape, 10, 23, 80, 60)
+    sliver = _rect(shape, 23, 17, 63, 23)
+    # top edges aligned (dy = -3) and left edges (dx = 3): all the mask inside the car, the car all
+    # covered by masks; damped by the 4.24 px shift at sigma = 0.5 sqrt(800)
+    expected = math.exp(-0.5 * (math.hypot(3, 3) / (0.5 * math.sqrt(800))) ** 2)
+    assert hidden_score(whole, sliver, front) == pytest.approx(expected)
+    # the plain score of the render's visible part (nothing in front of it: the nearer car was missed
+    # by the detector) is poor
+    assert pair_score(whole, sliver) < 0.4
+    # the same sliver over background (nothing hides the rest of the car): the car would stick out
+    assert hidden_score(whole, sliver, np.zeros(shape, bool)) < 0.3
+    # a mask outside the car
+    assert hidden_score(whole, _rect(shape, 120, 20, 160, 26), front) < 0.01
 
 
 def test_matching_is_global_and_respects_the_minimum_and_the_tie_break():
