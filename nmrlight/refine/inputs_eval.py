@@ -1,6 +1,7 @@
 """Measure refinement runs on synthetic detector output against the truth (docs/inputs.md).
 
     python -m nmrlight.refine.inputs_eval DATA train:OUT_A submission:OUT_B ... [--near 40]
+    python -m nmrlight.refine.inputs_eval DATA --associate train|submission   (association alone, fast)
 
 DATA is a folder written by `nmrlight synth` (train.csv, predictions.csv, coco/truth.json); each run
 is `FORMAT:OUT`, the predictions format the run was given (train: the rows of predictions.csv,
@@ -25,7 +26,7 @@ from nmrlight.metric import evaluate
 from nmrlight.refine.ablation import car_errors
 
 
-def _rows(data: Path, fmt: str, out: Path, near: float) -> list[dict]:
+def _rows(data: Path, fmt: str, out: Path, near: float, only: set[str] | None) -> list[dict]:
     truth = read_poses(data / "train.csv")
     info = json.loads((data / "coco" / "truth.json").read_text())
     masks_of = {}  # (ImageId, predictions position) -> annotation id
@@ -34,6 +35,8 @@ def _rows(data: Path, fmt: str, out: Path, near: float) -> list[dict]:
             masks_of[(a["image"], a["prediction_index"])] = ann_id
     rows = []
     for path in sorted((out / "images").glob("*.json")):
+        if only is not None and path.stem not in only:
+            continue
         result = json.loads(path.read_text())
         image_id = result["image_id"]
         per_car = result["seconds"] / max(1, len(result["cars"]))
@@ -65,11 +68,19 @@ def _pose(d: dict):
     return _pose_from_dict(d)
 
 
-def summarise(data: Path, fmt: str, out: Path, near: float = 40.0) -> list[dict]:
-    """One dict per distance band (and all cars) of one run."""
-    rows = _rows(data, fmt, out, near)
+def summarise(data: Path, fmt: str, out: Path, near: float = 40.0, only: set[str] | None = None) -> list[dict]:
+    """One dict per distance band (and all cars) of one run, on the images `only` (default all)."""
+    rows = _rows(data, fmt, out, near, only)
     truth = read_poses(data / "train.csv")
-    refined = read_poses(out / "refined.csv")
+    if (out / "refined.csv").is_file():
+        refined = read_poses(out / "refined.csv")
+    else:  # a run still going: its finished images
+        from nmrlight.refine.result import ImageResult
+
+        refined = {p.stem: ImageResult.from_dict(json.loads(p.read_text())).refined_poses()
+                   for p in (out / "images").glob("*.json")}
+    if only is not None:
+        refined = {i: c for i, c in refined.items() if i in only}
     given = read_poses(data / "predictions_submission.csv", submission=True) if fmt == "submission" else \
         read_poses(data / "predictions.csv")
     m = evaluate({i: truth[i] for i in refined}, refined).map
@@ -97,18 +108,64 @@ def summarise(data: Path, fmt: str, out: Path, near: float = 40.0) -> list[dict]
     return table
 
 
+def association_only(data: Path, fmt: str, near: float = 40.0) -> dict:
+    """Associate DATA/coco/instances.json with the predictions (train: predictions.csv, submission:
+    predictions_submission.csv) at the initial poses, without refining: share of the cars with a mask
+    that got their own, near and far."""
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.refine.config import RefineConfig
+    from nmrlight.refine.prepare import image_masks, pose_cars
+
+    folder = DataFolder(data)
+    info = json.loads((data / "coco" / "truth.json").read_text())
+    truth = read_poses(data / "train.csv")
+    own = {(a["image"], a["prediction_index"]): ann for ann, a in info["annotations"].items()
+           if a["prediction_index"] >= 0}
+    predictions = read_poses(data / "predictions_submission.csv", submission=True) if fmt == "submission" \
+        else read_poses(data / "predictions.csv")
+    config = RefineConfig(masks_file=str(data / "coco" / "instances.json"))  # its annotations carry ids
+    counts = {"near": [0, 0], "far": [0, 0]}
+    for image_id, cars in predictions.items():
+        height, width = folder.read_image(image_id).shape
+        camera = folder.camera(width, height)
+        state = pose_cars(folder, cars, camera, config)
+        image_masks(folder, image_id, state, camera, (height, width), config)
+        meta = info["images"][image_id]
+        for car in state:
+            position = meta["submission_order"][car.index] if fmt == "submission" else car.index
+            mask = own.get((image_id, position))
+            if mask is None:
+                continue
+            found = car.extra["association"]
+            band = "near" if truth[image_id][meta["prediction_truth"][position]].translation[2] < near else "far"
+            counts[band][0] += found != "no mask" and str(found["id"]) == mask
+            counts[band][1] += 1
+    return counts
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
-    parser.add_argument("runs", nargs="+", help="FORMAT:OUT, FORMAT train or submission")
+    parser.add_argument("runs", nargs="*", help="FORMAT:OUT, FORMAT train or submission")
     parser.add_argument("--near", type=float, default=40.0)
+    parser.add_argument("--associate", choices=("train", "submission"), help="association alone, no runs")
     args = parser.parse_args(argv)
+    if args.associate:
+        counts = association_only(args.data, args.associate, args.near)
+        for band, (ok, total) in counts.items():
+            print(f"association ({args.associate}, {band}): {ok} of {total} cars with a mask got their own")
+        ok, total = (sum(v) for v in zip(*counts.values(), strict=True))
+        print(f"association ({args.associate}, all): {ok} of {total} = {100 * ok / max(total, 1):.1f} %")
+        return
+    runs = [(spec.partition(":")[0], Path(spec.partition(":")[2])) for spec in args.runs]
+    done = [{p.stem for p in (out / "images").glob("*.json")} for _, out in runs]
+    only = set.intersection(*done) if done else set()
+    print(f"{len(only)} images done by every run")
     print("| run | format | cars | n | median rot (deg) before -> after | median transl. (%) before -> after "
           "| mAP (all cars) before -> after | association | exact model | s / car |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for spec in args.runs:
-        fmt, _, out = spec.partition(":")
-        for r in summarise(args.data, fmt, Path(out), args.near):
+    for fmt, out in runs:
+        for r in summarise(args.data, fmt, out, args.near, only):
             assoc = "-" if r["association"] is None else f"{100 * r['association']:.1f} % of {r['cars_with_mask']}"
             exact = "-" if r["exact_model"] is None else f"{100 * r['exact_model']:.0f} % of {r['cars_chosen']}"
             print(f"| {Path(out).name} | {fmt} | {r['band']} | {r['cars']} | {r['rot_before']:.2f} -> "
