@@ -33,6 +33,8 @@ def _rows(data: Path, fmt: str, out: Path, near: float, only: set[str] | None) -
     for ann_id, a in info["annotations"].items():
         if a["prediction_index"] >= 0:
             masks_of[(a["image"], a["prediction_index"])] = ann_id
+    # a results-format file has no annotation ids: its entries are instances.json's annotations in order
+    instances = json.loads((data / "coco" / "instances.json").read_text())["annotations"]
     rows = []
     for path in sorted((out / "images").glob("*.json")):
         if only is not None and path.stem not in only:
@@ -52,7 +54,9 @@ def _rows(data: Path, fmt: str, out: Path, near: float, only: set[str] | None) -
             after = _pose(car["refined"])
             assoc = car.get("extra", {}).get("association")
             own = masks_of.get((image_id, position))
-            got = None if assoc in (None, "no mask") else str(assoc.get("id"))
+            got = None
+            if assoc not in (None, "no mask"):
+                got = str(assoc["id"] if assoc.get("id") is not None else instances[assoc["entry"]]["id"])
             rows.append({
                 "near": gt.translation[2] < near, "before": car_errors(before, gt), "after": car_errors(after, gt),
                 "has_mask": own is not None, "assoc_known": assoc is not None, "assoc_ok": got == own,
