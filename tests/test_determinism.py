@@ -34,6 +34,61 @@ CONFIG = dict(stages=((48, "soft", 2.0, 3), (192, "analytic", 1.0, 3)), large_st
 TIMING_KEYS = ("seconds", "mean_seconds_per_refined_car", "attempts")
 
 
+# --- the compiled kernels: the same bits for any numba thread count -----------------------------------
+def _kernel_outputs(threads: int) -> list:
+    """Forward and backward of two overlapping procedural cars, analytic and soft edges, float32 as
+    refinement renders, on `threads` numba threads (rows split into 4 x threads bands)."""
+    import numba
+    import torch
+
+    from nmrlight.camera import Camera
+    from nmrlight.procedural import make_car
+    from nmrlight.render import render
+    from nmrlight.rotations import kaggle_to_matrix
+    from nmrlight.scene import MeshObject, Scene
+    from nmrlight.shade import Lighting
+
+    numba.set_num_threads(threads)
+    camera = Camera.kaggle().window(1200, 1300, 1000, 420).scaled(0.3)
+    results = []
+    for edges in ("analytic", "soft"):
+        poses = [torch.tensor(p, requires_grad=True) for p in ([0.15, -1.0, -3.1, -1.0, 1.5, 11.0],
+                                                                [0.16, 0.5, 3.1, 0.6, 1.6, 14.0])]
+        objects = []
+        for k, pose in enumerate(poses):
+            mesh = make_car(("sedan", "suv")[k], seed=k).mesh
+            objects.append(MeshObject(torch.tensor(mesh.object_vertices(), dtype=torch.float32),
+                                      torch.tensor(mesh.faces), rotation=kaggle_to_matrix(pose[:3]),
+                                      translation=pose[3:], albedo=torch.tensor([0.6])))
+        light = Lighting(torch.tensor(0.4, requires_grad=True), torch.tensor(0.6, requires_grad=True),
+                         torch.tensor([0.2, -1.0, -0.5], requires_grad=True))
+        out = render(Scene(objects), camera, light, edges=edges, sigma=1.5)
+        weight = torch.linspace(0.0, 1.0, camera.width)
+        loss = (out.image[0] * weight).sum() + (out.object_alpha * weight).sum() + out.alpha.square().sum()
+        loss.backward()
+        results += [out.image, out.alpha, out.object_alpha, out.depth, out.face_id, *(p.grad for p in poses),
+                    light.ambient.grad, light.directional.grad, light.direction.grad]
+    return [r.detach().clone() for r in results]
+
+
+def test_kernels_same_bits_for_any_thread_count():
+    import numba
+    import torch
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("numba has one thread here")
+    saved = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(1)
+    try:
+        one, two, again = (_kernel_outputs(n) for n in (1, 2, 2))
+    finally:
+        torch.set_num_threads(saved[0])
+        numba.set_num_threads(saved[1])
+    assert (one[4] >= 0).sum() > 2000 and one[5].abs().sum() > 0     # covered pixels, gradients reach poses
+    for a, b, c in zip(one, two, again, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """2 synthetic pictures at scale 0.25 with 1-2 cars each."""
