@@ -279,3 +279,22 @@ def test_joined_loopback_ray_head(data, reference, tmp_path):
         head.wait()
         head_log.close()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+# --- scale-bench's arithmetic ----------------------------------------------------------------------------
+def test_scale_bench_projection_and_table():
+    from nmrlight.commands.scale_bench import ScaleRow, markdown, projection
+
+    def row(workers, cpu, cars=60):
+        per_cpu_hour = cars / (cpu / 3600)
+        return ScaleRow(workers, 1, workers, cpu / workers, 6, cars, 0.0, 0.0, 0.0, 0.0, cpu, per_cpu_hour,
+                        cpu / cars, 1.0, 1.0)
+
+    rows = [row(1, 60.0), row(2, 75.0)]      # 1 CPU-s a car, then 1.25 CPU-s a car: efficiency 0.8
+    rows[1].cpu_efficiency = rows[1].cars_per_cpu_hour / rows[0].cars_per_cpu_hour
+    text = projection(rows, cars=23000, cores=256)
+    # 23,000 cars x 1 CPU-s / 0.8 / 256 cores = 112.3 s = 1.9 minutes; 6.4 CPU-hours at 1 CPU-s a car
+    assert "1.9 minutes" in text and "x 3,600 x 0.80" in text and "6.4 CPU-hours" in text
+    assert projection(rows[1:], 23000, 256) == "projection needs a 1x1 row"
+    table = markdown(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith("| 1 x 1 | 6 | 60 |") and "| 1.25 | 2,880 | 0.80 |" in table[3]
