@@ -288,7 +288,7 @@ def _connect(ray, options) -> str:
         cpus = options.workers or cpu_cores()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
         return f"a local Ray started for the run ({cpus} CPUs)"
-    except (ConnectionError, RuntimeError, ValueError) as exc:
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # RayError: refused token
         where = options.ray_address or "a new local instance"
         hint = ""
         if options.ray_address:
