@@ -39,9 +39,14 @@ def register(app: typer.Typer) -> None:
             "the most tasks in flight (default: all the cluster's CPUs / --cpus-per-task).")),
         ray: bool = typer.Option(False, "--ray", help="Run the images as Ray tasks (needs the 'ray' extra)."),
         ray_address: str | None = typer.Option(None, "--ray-address", help=(
-            "Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (implies --ray); without it --ray starts "
-            "a local Ray for the run. DATA must be on a path every node can read.")),
-        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs (threads) per image."),
+            "Ray cluster to join, e.g. 'HEAD_IP:6379', 'auto' or 'ray://head:10001' (implies --ray); a token "
+            "in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token is sent (RAY_AUTH_MODE=token) unless "
+            "RAY_AUTH_MODE is set. Without it --ray starts a private local Ray for the run, even when another "
+            "cluster runs here. DATA must be on a path every node can read.")),
+        cpus_per_task: float = typer.Option(1.0, "--cpus-per-task", help="Ray: CPUs reserved per image task."),
+        threads: int = typer.Option(1, "--threads", min=1, help=(
+            "Compiled-kernel (numba) threads per worker; torch always uses one. Results are identical for "
+            "any value, worker count or backend.")),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (worker i uses cuda:i % GPUs)."),
         gif: bool = typer.Option(False, "--gif", help="Write an optimisation GIF per car to OUT/gifs/."),
         losses: str = typer.Option("both", "--losses", help=f"Loss terms: {', '.join(LOSS_TERMS)}."),
@@ -83,7 +88,7 @@ def register(app: typer.Typer) -> None:
             from nmrlight.io.dataset import DataFolder
 
             DataFolder(data).car(model)  # an unknown id or a missing mesh fails here, clearly
-        config = RefineConfig(losses=losses, lighting=lighting, device=device, weight_edges=edges,
+        config = RefineConfig(losses=losses, lighting=lighting, device=device, weight_edges=edges, threads=threads,
                               gif_dir=str((out / "gifs").resolve()) if gif else None,
                               masks_file=str(masks.resolve()) if masks else None,
                               coco_images=str(coco_images.resolve()) if coco_images else None,

@@ -34,12 +34,21 @@ def cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+TORCH_THREADS = 1  # torch's parallel reductions sum in an order that depends on the thread count
+
+
 def configure_threads(threads: int) -> None:
-    """Use `threads` torch and numba threads in this process, so N workers do not oversubscribe cores."""
+    """One torch thread and `threads` numba threads in this process (refinement's deterministic set-up).
+
+    The compiled kernels (z-buffer, covered pixels, edge crossings, soft silhouettes) give the same
+    bits for any numba thread count: every output is written by one thread, in a fixed order. Torch's
+    own CPU reductions do not (a sum over more than 32k elements is split by thread), so torch stays
+    on one thread; the refinement windows are too small for intra-op threads to pay anyway.
+    """
     threads = max(1, int(threads))
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(TORCH_THREADS)
     try:
         import numba
 
@@ -49,9 +58,32 @@ def configure_threads(threads: int) -> None:
     _WORKER["threads"] = threads
 
 
+def current_threads() -> tuple[int, int | None]:
+    """(torch threads, numba threads) of this process, to restore after an in-process run."""
+    import torch
+
+    try:
+        import numba
+
+        return torch.get_num_threads(), numba.get_num_threads()
+    except ImportError:
+        return torch.get_num_threads(), None
+
+
+def restore_threads(saved: tuple[int, int | None]) -> None:
+    import torch
+
+    torch.set_num_threads(saved[0])
+    if saved[1] is not None:
+        import numba
+
+        numba.set_num_threads(saved[1])
+    _WORKER["threads"] = None
+
+
 def _init_worker(threads: int, device: str, counter) -> None:
     """ProcessPoolExecutor initializer: threads, and the GPU of worker i (cuda:i % n_gpus)."""
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries that read it later
+    os.environ["OMP_NUM_THREADS"] = str(TORCH_THREADS)  # for libraries that read it later
     configure_threads(threads)
     if device.startswith("cuda") and ":" not in device:
         import torch
@@ -89,8 +121,8 @@ def refine_one(data_root: str, image_id: str, cars: list[CarPose], config: Refin
                attempt: int) -> dict:
     """Refine one image in this process and return its ImageResult as a dict; never raises."""
     start = time.perf_counter()
-    config = dataclasses.replace(config, device=_WORKER["device"] or config.device,
-                                 threads=_WORKER["threads"] or config.threads)
+    # config.threads is what refine_image gives torch: one thread, whatever the worker's kernel threads
+    config = dataclasses.replace(config, device=_WORKER["device"] or config.device, threads=TORCH_THREADS)
     try:
         result = _resolve(refine_fn)(_data(data_root), image_id, cars, config)
         if len(result.cars) != len(cars):
@@ -132,7 +164,9 @@ class _InProcess:
     name = "in-process"
 
     def __init__(self, options, threads: int) -> None:
+        self._saved_threads = current_threads()
         configure_threads(threads)
+        self.detail = f"this process, 1 torch thread, {threads} kernel thread(s)"
         _WORKER["device"] = options.config.device
         self.capacity, self.workers = 1, 1
         self._args = (str(Path(options.data).resolve()), options.config, options.refine_fn)
@@ -151,6 +185,7 @@ class _InProcess:
 
     def close(self) -> None:
         self._queue.clear()
+        restore_threads(self._saved_threads)  # the caller's process gets its thread counts back
 
 
 class _Pool:
@@ -166,6 +201,7 @@ class _Pool:
         self._initargs = (threads, options.config.device, self._counter)
         self._args = (str(Path(options.data).resolve()), options.config, options.refine_fn)
         self.capacity = self.workers = workers
+        self.detail = f"{workers} spawned processes, each 1 torch thread, {threads} kernel thread(s)"
         self._pool = None
         self._futures: dict = {}
 
@@ -216,6 +252,52 @@ class _Pool:
         self._futures.clear()
 
 
+AUTH_MODE_ENV = "RAY_AUTH_MODE"
+
+
+def _enable_ray_token_auth() -> str | None:
+    """Joining an address: use token authentication when the user has a Ray token and has not chosen a mode.
+
+    Ray 2.60 heads started with `ray start --head` require a token whenever one exists on that
+    machine (~/.ray/auth_token, made by any earlier local `ray.init()`), but a driver given an explicit
+    address only sends it with RAY_AUTH_MODE=token. Ray does this same check itself for address
+    "auto"; we do it for every address. A token sent to a cluster without authentication is ignored.
+    Returns what was decided, for the log.
+    """
+    if os.environ.get(AUTH_MODE_ENV) is not None:
+        return f"{AUTH_MODE_ENV}={os.environ[AUTH_MODE_ENV]} (as set)"
+    try:
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth
+        from ray._raylet import AuthenticationTokenLoader
+    except ImportError:  # a Ray without token authentication
+        return None
+    if not AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        return None
+    _enable_token_auth()  # sets RAY_AUTH_MODE=token for this process and its children, reloads Ray's config
+    return f"{AUTH_MODE_ENV}=token (the token of RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+
+
+def _connect(ray, options) -> str:
+    """ray.init for the run: join options.ray_address, or start a private local instance."""
+    try:
+        if options.ray_address:
+            auth = _enable_ray_token_auth()
+            ray.init(address=options.ray_address, logging_level=logging.WARNING)
+            return f"joined the Ray cluster at {options.ray_address}" + (f", {auth}" if auth else "")
+        # address="local": a new instance even when RAY_ADDRESS is set or a `ray start` cluster runs here
+        cpus = options.workers or cpu_cores()
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+        return f"a local Ray started for the run ({cpus} CPUs)"
+    except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as exc:  # RayError: refused token
+        where = options.ray_address or "a new local instance"
+        hint = ""
+        if options.ray_address:
+            hint = (" (a cluster with token authentication needs its token here: RAY_AUTH_TOKEN=<token>, "
+                    "RAY_AUTH_TOKEN_PATH=<file> or ~/.ray/auth_token; `ray get-auth-token` on the head prints it)")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NmrlightError(f"--ray: cannot start or reach Ray at {where}: {first}{hint}") from None
+
+
 class _Ray:
     """Ray tasks on an existing cluster (address) or on a local one started for the run."""
 
@@ -231,16 +313,9 @@ class _Ray:
         if options.cpus_per_task <= 0:
             raise NmrlightError(f"--cpus-per-task must be positive, got {options.cpus_per_task}")
         self._started = not ray.is_initialized()
+        self.detail = "the Ray this process had already joined"
         if self._started:
-            try:
-                if options.ray_address:
-                    ray.init(address=options.ray_address, logging_level=logging.WARNING)
-                else:
-                    ray.init(num_cpus=options.workers or cpu_cores(), include_dashboard=False,
-                             logging_level=logging.WARNING)
-            except (ConnectionError, RuntimeError, ValueError) as exc:
-                where = options.ray_address or "a new local instance"
-                raise NmrlightError(f"--ray: cannot start or reach Ray at {where}: {exc}") from None
+            self.detail = _connect(ray, options)
         cuda = options.config.device.startswith("cuda")
         self._remote = ray.remote(_ray_refine_one).options(
             num_cpus=options.cpus_per_task, num_gpus=1 if cuda else 0, max_retries=0)
@@ -249,7 +324,7 @@ class _Ray:
         if cuda and slots < 1:
             raise NmrlightError("--ray --device cuda: the Ray cluster has no GPUs")
         self.workers = self.capacity = options.workers or max(1, int(slots))
-        self._threads = max(1, int(options.cpus_per_task))
+        self._threads = max(1, int(options.config.threads or 1))   # numba threads a task (torch: one)
         self._args = (str(Path(options.data).resolve()), options.config, options.refine_fn)
         self._refs: dict = {}
 
@@ -290,17 +365,19 @@ def make_backend(options):
     if options.workers is not None and options.workers < 1:
         raise NmrlightError(f"--workers must be at least 1, got {options.workers}")
     gpus = 0
-    if options.config.device.startswith("cuda") and not options.ray:
+    ray = options.ray or bool(options.ray_address)   # an address implies Ray
+    if options.config.device.startswith("cuda") and not ray:
         import torch
 
         if not torch.cuda.is_available():
             raise NmrlightError("--device cuda: no CUDA device is visible (torch.cuda.is_available() is False)")
         gpus = torch.cuda.device_count()
-    if options.ray:
+    if ray:
         return _Ray(options)
-    # default: one worker a GPU, else one a core (processes beat threads here, docs/scaling.md)
+    # default: one worker a GPU, else one a core (processes beat threads here, docs/scaling.md), and one
+    # kernel thread a worker, also in process: results are the same bits for any choice (configure_threads)
     workers = options.workers or gpus or cpu_cores()
-    threads = options.config.threads or max(1, cpu_cores() // workers)
+    threads = max(1, int(options.config.threads or 1))
     if workers == 1:
         return _InProcess(options, threads)
     return _Pool(options, workers, threads)

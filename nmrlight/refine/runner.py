@@ -46,7 +46,7 @@ class RunOptions:
     workers: int | None = None        # local processes (default: one a core); Ray: max tasks in flight
     ray: bool = False
     ray_address: str | None = None    # None: start a local Ray for the run
-    cpus_per_task: float = 1.0        # Ray: CPUs reserved (and torch threads used) per image task
+    cpus_per_task: float = 1.0        # Ray: CPUs reserved per image task (threads: config.threads)
     images: list[str] | None = None   # only these ImageIds (input order kept)
     limit: int | None = None          # only the first N images
     submission: bool = False          # also write OUT/submission.csv (Kaggle upload format)
@@ -141,7 +141,8 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
         summary.workers = backend.workers if backend else 0
         summary.backend = backend.name if backend else "none"
         emit(f"refine: {len(run_ids)} images, {summary.cars} cars; {summary.resumed} already done in {out}, "
-             f"{len(todo)} to do" + (f" on {backend.workers} worker(s) ({backend.name})" if backend else ""))
+             f"{len(todo)} to do" + (f" on {backend.workers} worker(s) ({backend.name}: {backend.detail})"
+                                 if backend else ""))
         if backend is not None:
             try:
                 _drive(backend, todo, predictions, options, out, results, summary, emit)
