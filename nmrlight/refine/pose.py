@@ -27,7 +27,7 @@ import torch
 from nmrlight.camera import Camera
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box
+from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
@@ -128,7 +128,7 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
               edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, IoU (detached) and the hard silhouette of the target in this view."""
     objects = [MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())]
-    objects += [MeshObject(n.vertices, n.faces, n.rotation, n.translation) for n in problem.neighbours]
+    objects += window_neighbours(problem, view)
     use_sil = config.losses in ("silhouette", "both")
     use_gray = config.losses in ("grayscale", "both")
     outputs = {"object_alpha"}
@@ -165,6 +165,34 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
     return loss, iou.detach(), hard
+
+
+def window_neighbours(problem: CarProblem, view: View, margin: float = 2.0) -> list[MeshObject]:
+    """The other cars posed once and cut to the faces that can touch the view (cached per view).
+
+    They do not move while this car is refined, so posing, checking and clipping them every
+    iteration is wasted work: a face whose projection lies more than `margin` render pixels outside
+    the window covers no pixel centre of it and crosses no pair of them, so dropping it changes no
+    pixel. Faces with a corner behind the near plane are kept (the renderer culls them itself).
+    """
+    if "neighbours" in view.cache:
+        return view.cache["neighbours"]
+    cam = view.camera
+    kept = []
+    for n in problem.neighbours:
+        posed = (n.vertices @ n.rotation.T + n.translation).detach()
+        uv, front = cam.project(posed)
+        corners = uv[n.faces]
+        lo, hi = corners.min(1).values, corners.max(1).values
+        inside = ((hi[:, 0] >= -margin) & (lo[:, 0] <= cam.width + margin)
+                  & (hi[:, 1] >= -margin) & (lo[:, 1] <= cam.height + margin))
+        faces = n.faces[inside | ~front[n.faces].all(1)]
+        if len(faces) == 0:
+            continue
+        used, local = torch.unique(faces, return_inverse=True)
+        kept.append(MeshObject(posed[used], local.view(-1, 3)))
+    view.cache["neighbours"] = kept
+    return kept
 
 
 def _photo_edges(view: View, sigma: float) -> torch.Tensor:
@@ -248,8 +276,9 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     start = time.perf_counter()
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
     stages = car_stages(config, problem.box)
+    distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
-                       config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=config.fit_dilation)
+                       config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=distance)
              for size, edges, sigma, _ in stages]
     final_view = views[-1]
     _, final_edges, final_sigma, _ = stages[-1]
