@@ -317,3 +317,53 @@ def test_edge_alignment_gradient_matches_finite_differences() -> None:
     edges = edge_map(photo, _disk(3.0, size=11, centre=5.0)[:9].double())
     weight = (torch.rand(9, 11, generator=generator) > 0.2).double()
     assert torch.autograd.gradcheck(lambda a: edge_alignment_loss(a, edges, weight), (alpha,), eps=1e-6, atol=1e-7)
+
+
+def _problem(scene, index: int, neighbours: list[CarPose]):
+    """The CarProblem of TRUTH[index] (started at the truth), the cars `neighbours` held fixed."""
+    from nmrlight.refine.pose import CarProblem, Neighbour
+    from nmrlight.refine.window import crop, mask_box
+
+    data, camera, mesh = scene
+    mask = data.read_mask(IMAGE) == index + 1
+    box = mask_box(mask).padded(0.15, 4, camera.width, camera.height)
+    obj = _objects(mesh, TRUTH)[index]
+    v, f = obj.vertices, obj.faces
+    others = [Neighbour(v, f, torch.as_tensor(kaggle_to_matrix(np.array(c.rotation)), dtype=torch.float32),
+                        torch.tensor(c.translation, dtype=torch.float32)) for c in neighbours]
+    return CarProblem(obj.vertices, obj.faces, obj.rotation, obj.translation, camera, box,
+                      crop(data.read_image(IMAGE), box), crop(mask, box), None, others)
+
+
+def test_window_neighbours_render_the_same_pixels_as_the_whole_cars(scene) -> None:
+    """The other cars are cut to the faces near the window once: every pixel of the render is unchanged."""
+    from nmrlight.refine.pose import window_neighbours
+
+    outside = CarPose(MODEL, (0.15, 0.3, math.pi), (-14.0, 1.5, 12.0))   # far left, off the window
+    problem = _problem(scene, 1, [TRUTH[0], outside])
+    view = make_view(problem.camera, problem.box, 128, problem.photo, problem.mask, None, 1)
+    target = MeshObject(problem.vertices, problem.faces, problem.rotation, problem.translation)
+    whole = [MeshObject(n.vertices, n.faces, n.rotation, n.translation) for n in problem.neighbours]
+    cut = window_neighbours(problem, view)
+    assert len(cut) == 1 and 0 < len(cut[0].faces) < len(problem.neighbours[0].faces)
+    lighting = Lighting(LIGHT[0], LIGHT[1], LIGHT[2])
+    full = render(Scene([target, *whole]), view.camera, lighting, outputs={"image", "object_alpha"})
+    fast = render(Scene([target, *cut]), view.camera, lighting, outputs={"image", "object_alpha"})
+    assert bool((full.object_id >= 1).any()), "the nearer car must overlap the window for this test"
+    assert torch.equal(full.object_alpha[0], fast.object_alpha[0])
+    assert torch.equal(full.image, fast.image)
+    assert torch.equal(full.object_id == 0, fast.object_id == 0)
+
+
+def test_a_stage_stops_when_the_loss_stops_improving(scene) -> None:
+    from nmrlight.refine.pose import refine_pose
+
+    problem = _problem(scene, 1, [TRUTH[0]])
+    stages = ((64, "analytic", 1.0, 30), (96, "analytic", 0.0, 30))
+    lighting = Lighting(LIGHT[0], LIGHT[1], LIGHT[2])
+    converged = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, patience=3,
+                                                             min_improvement=10.0))
+    assert converged.iterations == 2 * (1 + 3)   # the first iterate, then `patience` without improvement
+    never = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, patience=100,
+                                                         min_improvement=0.0))
+    assert never.iterations == 60

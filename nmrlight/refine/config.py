@@ -39,7 +39,8 @@ class RefineConfig:
     lr_pixels: float = 1.0               # Adam step on the projected centre, render pixels
     lr_log_depth: float = 0.008          # Adam step on log depth
     stage_lr_decay: float = 0.6          # learning rates multiply by this at each new stage
-    patience: int = 12                   # stop a stage after this many iterations without improvement
+    patience: int = 12                   # stop a stage after this many iterations without improvement ...
+    min_improvement: float = 1e-5        # ... of the stage's best loss by more than this (convergence test)
     weight_silhouette: float = 1.0
     weight_grayscale: float = 1.0
     huber_delta: float = 0.05            # grayscale residual scale (image units in [0, 1])

@@ -319,7 +319,7 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
                 frame(view, hard)
             if last and value < best_loss:
                 best_state, best_loss, best_iou = params.state(), value, float(iou)
-            if value < stage_best - 1e-5:
+            if value < stage_best - config.min_improvement:
                 stage_best, stale = value, 0
             else:
                 stale += 1
