@@ -25,8 +25,10 @@ import numpy as np
 import torch
 
 from nmrlight.camera import Camera
+from nmrlight.errors import NmrlightError
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
@@ -256,12 +258,6 @@ def _align_start(params: PoseParams, problem: CarProblem, view: View, lighting: 
         params.uv.copy_(best)
 
 
-def _cosine(steps: int) -> Callable[[int], float]:
-    def factor(i: int) -> float:
-        return 0.35 + 0.65 * 0.5 * (1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))
-    return factor
-
-
 def car_stages(config: RefineConfig, box: Box) -> tuple[tuple[int, str, float, int], ...]:
     """The coarse-to-fine stages of a car: the configured ones, plus `large_stage` for large windows."""
     stages = tuple(config.stages)
@@ -274,6 +270,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
                 ) -> PoseOutcome:
     """Refine one car's pose; returns the best pose found (or the initial one when nothing beat it)."""
     start = time.perf_counter()
+    if config.optimizer not in OPTIMIZERS:
+        raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
     stages = car_stages(config, problem.box)
     distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
@@ -298,19 +296,12 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         frame(final_view, hard0)
     for stage, ((_size, edges, sigma, max_iter), view) in enumerate(zip(stages, views, strict=True)):
         decay = config.stage_lr_decay ** stage
-        px = config.lr_pixels / view.scale
-        optimiser = torch.optim.Adam([
-            {"params": [params.omega], "lr": config.lr_rotation * decay},
-            {"params": [params.uv], "lr": px * decay},
-            {"params": [params.log_z], "lr": config.lr_log_depth * decay},
-            {"params": [params.dilation], "lr": config.lr_dilation * decay},
-        ])
+        steps = [config.lr_rotation * decay, config.lr_pixels / view.scale * decay, config.lr_log_depth * decay,
+                 config.lr_dilation * decay]
         last = stage == len(stages) - 1
-        stage_best, stale = math.inf, 0
-        # within a stage the steps shrink to a third (cosine), so the last iterates settle
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))
-        for _ in range(max_iter):
-            optimiser.zero_grad()
+
+        def evaluate(view: View = view, edges: str = edges, sigma: float = sigma, last: bool = last) -> float:
+            nonlocal iterations, best_state, best_loss, best_iou
             loss, iou, hard = _evaluate(params, problem, view, lighting, config, edges, sigma)
             value = float(loss.detach())
             history.append(value)
@@ -319,15 +310,13 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
                 frame(view, hard)
             if last and value < best_loss:
                 best_state, best_loss, best_iou = params.state(), value, float(iou)
-            if value < stage_best - config.min_improvement:
-                stage_best, stale = value, 0
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
             loss.backward()
-            optimiser.step()
-            schedule.step()
+            return value
+
+        if config.optimizer == "lbfgs":
+            lbfgs_stage(params.parameters(), steps, evaluate, max_iter, config.lbfgs_tolerance)
+        else:
+            adam_stage(params.parameters(), steps, evaluate, max_iter, config.patience, config.min_improvement)
         if last:  # the pose after the last step was never evaluated
             with torch.no_grad():
                 loss, iou, _ = _evaluate(params, problem, view, lighting, config, edges, sigma)
