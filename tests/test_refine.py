@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,10 +94,11 @@ def test_lighting_recovers_the_truth(scene) -> None:
         assert albedo == pytest.approx(truth * total, rel=0.05)
 
 
-def test_refinement_reduces_the_errors(scene) -> None:
+@pytest.mark.parametrize("optimizer", ["adam", "lbfgs"])
+def test_refinement_reduces_the_errors(scene, optimizer) -> None:
     data, _, _ = scene
     start = [_perturbed(TRUTH[0], 5.0, 1.03), _perturbed(TRUTH[1], -4.0, 0.97)]
-    result = refine_image(data, IMAGE, start, FAST)
+    result = refine_image(data, IMAGE, start, replace(FAST, optimizer=optimizer))
     assert [c.index for c in result.cars] == [0, 1]
     for car, truth in zip(result.cars, TRUTH, strict=True):
         assert car.status == "refined"
@@ -367,3 +369,49 @@ def test_a_stage_stops_when_the_loss_stops_improving(scene) -> None:
     never = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, patience=100,
                                                          min_improvement=0.0))
     assert never.iterations == 60
+
+
+def _quadratic(centre: torch.Tensor, scale: torch.Tensor, parameters: list[torch.Tensor], calls: list[float]):
+    """evaluate() of sum(((p - centre) / scale)^2) over the concatenated parameters, with backward."""
+    def evaluate() -> float:
+        loss = (((torch.cat([p.reshape(-1) for p in parameters]) - centre) / scale) ** 2).sum()
+        loss.backward()
+        calls.append(float(loss.detach()))
+        return calls[-1]
+    return evaluate
+
+
+def test_lbfgs_stage_solves_a_badly_scaled_quadratic_in_few_renders() -> None:
+    """Units 0.02 rad, 5 px, 0.008 (log depth): in units of its steps the problem is well conditioned."""
+    from nmrlight.refine.optimisers import lbfgs_stage
+
+    omega, uv, log_z = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True), \
+        torch.zeros((), requires_grad=True)
+    steps = [0.02, 5.0, 0.008]
+    scale = torch.tensor([0.02] * 3 + [5.0] * 2 + [0.008])
+    centre = torch.tensor([0.05, -0.03, 0.01, 12.0, -7.0, 0.03])
+    calls: list[float] = []
+    lbfgs_stage([omega, uv, log_z], steps, _quadratic(centre, scale, [omega, uv, log_z], calls), 30, 1e-12)
+    solution = torch.cat([omega.detach(), uv.detach(), log_z.detach().reshape(1)])
+    assert torch.allclose(solution, centre, atol=0, rtol=1e-3), solution
+    assert len(calls) <= 12, len(calls)
+    assert calls[-1] < 1e-6
+
+
+def test_adam_stage_moves_by_its_steps_and_stops_without_progress() -> None:
+    from nmrlight.refine.optimisers import adam_stage
+
+    x = torch.zeros(2, requires_grad=True)
+    calls: list[float] = []
+    adam_stage([x], [0.1], _quadratic(torch.tensor([1.0, -1.0]), torch.ones(2), [x], calls), 200, 5, 1e-6)
+    assert 10 < len(calls) < 200          # reached the minimum, then stopped after 5 evaluations without progress
+    assert min(calls) < 1e-2 and calls.index(min(calls)) == len(calls) - 6
+    assert min(calls[:9]) > 0.02          # steps of 0.1 need at least 9 to travel the distance 1
+
+
+def test_an_unknown_optimizer_is_named(scene) -> None:
+    from nmrlight.refine.pose import refine_pose
+
+    problem = _problem(scene, 1, [])
+    with pytest.raises(NmrlightError, match="'newton'"):
+        refine_pose(problem, Lighting(LIGHT[0], LIGHT[1], LIGHT[2]), RefineConfig(optimizer="newton"))
