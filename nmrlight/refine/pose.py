@@ -9,10 +9,11 @@ Coarse to fine: each stage renders the window at a larger size (analytic edges) 
 render and mask both blurred by a Gaussian of decreasing sigma (a wide basin early, exact at the
 end; edges="soft" stages use the renderer's soft silhouettes against the hard mask instead).
 Cars that start with a poor overlap first jump to the best of a few box-aligning image shifts.
-Adam with per-parameter steps, cosine-shrinking within a stage; a stage stops early when its loss
-stops improving; the best iterate of the last stage is kept, and the initial pose when nothing beat
-it. A Gaussian prior around the initial pose, weighted up for mostly hidden cars, keeps cars whose
-pixels say little in place."""
+Each stage runs Adam (per-parameter steps, cosine-shrinking, stopped early when its loss stops
+improving) or L-BFGS in the units of those steps (see `optimisers`); the best iterate of the last
+stage is kept, and the initial pose when nothing beat it. The other cars are posed and cut to the
+window once per view, not at every render. A Gaussian prior around the initial pose, weighted up
+for mostly hidden cars, keeps cars whose pixels say little in place."""
 
 from __future__ import annotations
 
