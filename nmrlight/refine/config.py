@@ -35,11 +35,16 @@ class RefineConfig:
     # stage's render is much coarser than the photo); None: never
     large_stage: tuple[int, str, float, int] | None = (256, "analytic", 0.0, 20)
     large_stage_min_pixels: int = 300    # window's longer side (image pixels) that gets it
+    # per-stage optimiser: "adam" (fixed-size steps) or "lbfgs" (quasi-Newton, scipy's L-BFGS-B in
+    # units of the Adam steps below; a stage's iteration count is then its budget of renders)
+    optimizer: str = "adam"
+    lbfgs_tolerance: float = 1e-4        # L-BFGS stops when a step gains less than this, relative
     lr_rotation: float = 0.02            # Adam step on so(3), radians
     lr_pixels: float = 1.0               # Adam step on the projected centre, render pixels
     lr_log_depth: float = 0.008          # Adam step on log depth
     stage_lr_decay: float = 0.6          # learning rates multiply by this at each new stage
-    patience: int = 12                   # stop a stage after this many iterations without improvement
+    patience: int = 12                   # stop a stage after this many iterations without improvement ...
+    min_improvement: float = 1e-5        # ... of the stage's best loss by more than this (convergence test)
     weight_silhouette: float = 1.0
     weight_grayscale: float = 1.0
     huber_delta: float = 0.05            # grayscale residual scale (image units in [0, 1])

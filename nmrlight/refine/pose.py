@@ -9,10 +9,11 @@ Coarse to fine: each stage renders the window at a larger size (analytic edges) 
 render and mask both blurred by a Gaussian of decreasing sigma (a wide basin early, exact at the
 end; edges="soft" stages use the renderer's soft silhouettes against the hard mask instead).
 Cars that start with a poor overlap first jump to the best of a few box-aligning image shifts.
-Adam with per-parameter steps, cosine-shrinking within a stage; a stage stops early when its loss
-stops improving; the best iterate of the last stage is kept, and the initial pose when nothing beat
-it. A Gaussian prior around the initial pose, weighted up for mostly hidden cars, keeps cars whose
-pixels say little in place."""
+Each stage runs Adam (per-parameter steps, cosine-shrinking, stopped early when its loss stops
+improving) or L-BFGS in the units of those steps (see `optimisers`); the best iterate of the last
+stage is kept, and the initial pose when nothing beat it. The other cars are posed and cut to the
+window once per view, not at every render. A Gaussian prior around the initial pose, weighted up
+for mostly hidden cars, keeps cars whose pixels say little in place."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ import numpy as np
 import torch
 
 from nmrlight.camera import Camera
+from nmrlight.errors import NmrlightError
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box
+from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
+from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
@@ -128,7 +131,7 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
               edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, IoU (detached) and the hard silhouette of the target in this view."""
     objects = [MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())]
-    objects += [MeshObject(n.vertices, n.faces, n.rotation, n.translation) for n in problem.neighbours]
+    objects += window_neighbours(problem, view)
     use_sil = config.losses in ("silhouette", "both")
     use_gray = config.losses in ("grayscale", "both")
     outputs = {"object_alpha"}
@@ -165,6 +168,34 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
     return loss, iou.detach(), hard
+
+
+def window_neighbours(problem: CarProblem, view: View, margin: float = 2.0) -> list[MeshObject]:
+    """The other cars posed once and cut to the faces that can touch the view (cached per view).
+
+    They do not move while this car is refined, so posing, checking and clipping them every
+    iteration is wasted work: a face whose projection lies more than `margin` render pixels outside
+    the window covers no pixel centre of it and crosses no pair of them, so dropping it changes no
+    pixel. Faces with a corner behind the near plane are kept (the renderer culls them itself).
+    """
+    if "neighbours" in view.cache:
+        return view.cache["neighbours"]
+    cam = view.camera
+    kept = []
+    for n in problem.neighbours:
+        posed = (n.vertices @ n.rotation.T + n.translation).detach()
+        uv, front = cam.project(posed)
+        corners = uv[n.faces]
+        lo, hi = corners.min(1).values, corners.max(1).values
+        inside = ((hi[:, 0] >= -margin) & (lo[:, 0] <= cam.width + margin)
+                  & (hi[:, 1] >= -margin) & (lo[:, 1] <= cam.height + margin))
+        faces = n.faces[inside | ~front[n.faces].all(1)]
+        if len(faces) == 0:
+            continue
+        used, local = torch.unique(faces, return_inverse=True)
+        kept.append(MeshObject(posed[used], local.view(-1, 3)))
+    view.cache["neighbours"] = kept
+    return kept
 
 
 def _photo_edges(view: View, sigma: float) -> torch.Tensor:
@@ -228,12 +259,6 @@ def _align_start(params: PoseParams, problem: CarProblem, view: View, lighting: 
         params.uv.copy_(best)
 
 
-def _cosine(steps: int) -> Callable[[int], float]:
-    def factor(i: int) -> float:
-        return 0.35 + 0.65 * 0.5 * (1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))
-    return factor
-
-
 def car_stages(config: RefineConfig, box: Box) -> tuple[tuple[int, str, float, int], ...]:
     """The coarse-to-fine stages of a car: the configured ones, plus `large_stage` for large windows."""
     stages = tuple(config.stages)
@@ -246,10 +271,13 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
                 ) -> PoseOutcome:
     """Refine one car's pose; returns the best pose found (or the initial one when nothing beat it)."""
     start = time.perf_counter()
+    if config.optimizer not in OPTIMIZERS:
+        raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
     stages = car_stages(config, problem.box)
+    distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
-                       config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=config.fit_dilation)
+                       config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=distance)
              for size, edges, sigma, _ in stages]
     final_view = views[-1]
     _, final_edges, final_sigma, _ = stages[-1]
@@ -269,19 +297,12 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         frame(final_view, hard0)
     for stage, ((_size, edges, sigma, max_iter), view) in enumerate(zip(stages, views, strict=True)):
         decay = config.stage_lr_decay ** stage
-        px = config.lr_pixels / view.scale
-        optimiser = torch.optim.Adam([
-            {"params": [params.omega], "lr": config.lr_rotation * decay},
-            {"params": [params.uv], "lr": px * decay},
-            {"params": [params.log_z], "lr": config.lr_log_depth * decay},
-            {"params": [params.dilation], "lr": config.lr_dilation * decay},
-        ])
+        steps = [config.lr_rotation * decay, config.lr_pixels / view.scale * decay, config.lr_log_depth * decay,
+                 config.lr_dilation * decay]
         last = stage == len(stages) - 1
-        stage_best, stale = math.inf, 0
-        # within a stage the steps shrink to a third (cosine), so the last iterates settle
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))
-        for _ in range(max_iter):
-            optimiser.zero_grad()
+
+        def evaluate(view: View = view, edges: str = edges, sigma: float = sigma, last: bool = last) -> float:
+            nonlocal iterations, best_state, best_loss, best_iou
             loss, iou, hard = _evaluate(params, problem, view, lighting, config, edges, sigma)
             value = float(loss.detach())
             history.append(value)
@@ -290,15 +311,13 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
                 frame(view, hard)
             if last and value < best_loss:
                 best_state, best_loss, best_iou = params.state(), value, float(iou)
-            if value < stage_best - 1e-5:
-                stage_best, stale = value, 0
-            else:
-                stale += 1
-                if stale >= config.patience:
-                    break
             loss.backward()
-            optimiser.step()
-            schedule.step()
+            return value
+
+        if config.optimizer == "lbfgs":
+            lbfgs_stage(params.parameters(), steps, evaluate, max_iter, config.lbfgs_tolerance)
+        else:
+            adam_stage(params.parameters(), steps, evaluate, max_iter, config.patience, config.min_improvement)
         if last:  # the pose after the last step was never evaluated
             with torch.no_grad():
                 loss, iou, _ = _evaluate(params, problem, view, lighting, config, edges, sigma)

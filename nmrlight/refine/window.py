@@ -111,14 +111,15 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.ndarray,
-              hidden: np.ndarray | None, erode: int, sigma: float = 0.0, sdf: bool = False) -> View:
+              hidden: np.ndarray | None, erode: int, sigma: float = 0.0, sdf: bool | np.ndarray = False) -> View:
     """The window `box` rendered with its longer side `size` pixels (never upsampled).
 
     photo, mask and hidden are the window's crops of the image (box.height, box.width). With
     sigma > 0 the view also holds the mask blurred by a Gaussian of that width (pixels): the
     silhouette term then compares blurred render and blurred mask, a wide basin whose optimum is
     still the exact fit. With sdf, the view also holds the mask's signed distance (render pixels),
-    from which `grown_mask` makes the mask dilated or eroded by a (learnable) number of pixels.
+    from which `grown_mask` makes the mask dilated or eroded by a (learnable) number of pixels;
+    pass the crop's `signed_distance` itself as sdf to reuse it across the views of one window.
     """
     scale = min(1.0, size / max(box.width, box.height))
     cam = camera.window(box.x0, box.y0, box.width, box.height).scaled(scale)
@@ -129,7 +130,10 @@ def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.n
     if erode > 0:
         inner = ndimage.binary_erosion(inner, iterations=erode)
     inner &= (weight > 0.5).numpy()  # don't-care pixels (ignore masks, other cars) are in no term
-    distance = _resample(signed_distance(mask), h, w) * scale if sdf else None
+    distance = None
+    if isinstance(sdf, np.ndarray) or sdf:
+        full = sdf if isinstance(sdf, np.ndarray) else signed_distance(mask)
+        distance = _resample(full, h, w) * scale
     return View(cam, scale, _resample(photo, h, w), m, weight, torch.from_numpy(inner), sigma, distance)
 
 

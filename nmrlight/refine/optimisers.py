@@ -1,0 +1,81 @@
+"""The per-stage optimisers of pose refinement: Adam (fixed-size steps) and L-BFGS (quasi-Newton).
+
+Both minimise one stage's loss over the pose parameters through `evaluate`, a closure that renders,
+records the iterate (history, best pose) and runs the backward pass, returning the loss. `steps`
+gives each parameter tensor its natural step (Adam's learning rate): L-BFGS works in those units,
+so its first step is one Adam step and its curvature estimate starts well scaled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import scipy.optimize
+import torch
+
+OPTIMIZERS = ("adam", "lbfgs")
+
+Evaluate = Callable[[], float]
+
+
+def _cosine(steps: int) -> Callable[[int], float]:
+    def factor(i: int) -> float:
+        return 0.35 + 0.65 * 0.5 * (1 + math.cos(math.pi * min(i / max(steps, 1), 1.0)))
+    return factor
+
+
+def adam_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Evaluate, max_iter: int,
+               patience: int, min_improvement: float) -> None:
+    """Adam with per-parameter steps shrinking to a third (cosine) so the last iterates settle; stops
+    after `patience` evaluations that do not beat the stage's best by `min_improvement`."""
+    optimiser = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(parameters, steps, strict=True)])
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))
+    best, stale = math.inf, 0
+    for _ in range(max_iter):
+        optimiser.zero_grad()
+        value = evaluate()
+        if value < best - min_improvement:
+            best, stale = value, 0
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+        optimiser.step()
+        schedule.step()
+
+
+def lbfgs_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Evaluate, max_evaluations: int,
+                tolerance: float) -> None:
+    """scipy's L-BFGS-B on the parameters in units of `steps`, at most `max_evaluations` renders.
+
+    Stops when a step improves the loss by less than `tolerance` relative (scipy's ftol) or the
+    budget is spent; leaves the parameters at the best point L-BFGS accepted.
+    """
+    base = [p.detach().clone() for p in parameters]
+    sizes = [p.numel() for p in parameters]
+    scale = np.concatenate([np.full(n, s, dtype=np.float64) for n, s in zip(sizes, steps, strict=True)])
+    bounds = np.cumsum([0, *sizes])
+
+    def load(x: np.ndarray) -> None:
+        with torch.no_grad():
+            for k, (p, b) in enumerate(zip(parameters, base, strict=True)):
+                delta = torch.as_tensor(x[bounds[k]:bounds[k + 1]] * scale[bounds[k]:bounds[k + 1]], dtype=p.dtype)
+                p.copy_(b + delta.view_as(p))
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        load(x)
+        for p in parameters:
+            p.grad = None
+        value = evaluate()
+        grad = np.concatenate([np.zeros(p.numel()) if p.grad is None else p.grad.detach().double().reshape(-1).numpy()
+                               for p in parameters])
+        if not math.isfinite(value) or not np.isfinite(grad).all():
+            return math.inf, np.zeros_like(grad)
+        return value, grad * scale
+
+    result = scipy.optimize.minimize(fun, np.zeros(len(scale)), jac=True, method="L-BFGS-B",
+                                     options={"maxfun": max_evaluations, "maxiter": max_evaluations,
+                                              "ftol": tolerance, "gtol": 1e-9})
+    load(result.x)
