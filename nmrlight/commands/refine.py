@@ -19,7 +19,19 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def refine(
         data: Path = typer.Argument(..., help="Data folder (images/, masks/, car_models_json/, camera/)."),
-        predictions: Path = typer.Option(..., "--predictions", "-p", help="Predicted poses, train format."),
+        predictions: Path = typer.Option(..., "--predictions", "-p", help=(
+            "Predicted poses: train format (model id a car) or Kaggle submission format (none; meshes are "
+            "then chosen by render-and-compare).")),
+        fmt: str = typer.Option("auto", "--format", help=(
+            "Predictions format: train, submission, or auto (decided from the whole file, and said).")),
+        masks: Path | None = typer.Option(None, "--masks", help=(
+            "A segmenter's COCO masks (dataset or results format), unordered: associated with the cars by "
+            "overlap. Default: DATA/masks/<ImageId>.png label images.")),
+        coco_images: Path | None = typer.Option(None, "--coco-images", help=(
+            "COCO file whose 'images' list resolves the integer image_ids of a --masks results file.")),
+        model: int | None = typer.Option(None, "--model", help="Use this mesh (model id) for every car."),
+        mesh_candidates: int = typer.Option(RefineConfig.mesh_candidates, "--mesh-candidates", min=1, help=(
+            "Cars without a model id: meshes refined per car (of a silhouette shortlist); best loss wins.")),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; re-use it to resume)."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=1, help=(
             "Local worker processes (default: one a core; 1 refines in this process), spread over the "
@@ -38,8 +50,8 @@ def register(app: typer.Typer) -> None:
             "Weight of the photo-edge term along the rendered outline (0: off).")),
         images: str | None = typer.Option(None, "--images", help="Only these ImageIds, comma separated."),
         limit: int | None = typer.Option(None, "--limit", help="Only the first N images of the file."),
-        submission: bool = typer.Option(False, "--submission",
-                                        help="Also write OUT/submission.csv in the Kaggle upload format."),
+        submission: bool = typer.Option(False, "--submission", help=(
+            "Also write OUT/submission.csv in the Kaggle upload format (always, for submission input).")),
         force: bool = typer.Option(False, "--force", help=(
             "OUT holds a run with other inputs: discard its image results and start over.")),
         retries: int = typer.Option(1, "--retries", min=0, help="Extra attempts for an image that fails."),
@@ -60,15 +72,29 @@ def register(app: typer.Typer) -> None:
             raise NmrlightError(f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {lighting!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise NmrlightError(f"--device must be cpu or cuda, got {device!r}")
+        from nmrlight.io.poses import FORMATS
+
+        if fmt not in FORMATS:
+            raise NmrlightError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        for option, path in (("--masks", masks), ("--coco-images", coco_images)):
+            if path is not None and not path.is_file():
+                raise NmrlightError(f"{option} {path}: file not found")
+        if model is not None:
+            from nmrlight.io.dataset import DataFolder
+
+            DataFolder(data).car(model)  # an unknown id or a missing mesh fails here, clearly
         config = RefineConfig(losses=losses, lighting=lighting, device=device, weight_edges=edges,
-                              gif_dir=str((out / "gifs").resolve()) if gif else None)
+                              gif_dir=str((out / "gifs").resolve()) if gif else None,
+                              masks_file=str(masks.resolve()) if masks else None,
+                              coco_images=str(coco_images.resolve()) if coco_images else None,
+                              model=model, mesh_candidates=mesh_candidates)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None
         options = RunOptions(data=data, predictions=predictions, out=out, config=config, workers=workers,
                              ray=ray or ray_address is not None, ray_address=ray_address,
                              cpus_per_task=cpus_per_task, images=selected, limit=limit, submission=submission,
-                             force=force, retries=retries, progress=not quiet)
+                             force=force, retries=retries, progress=not quiet, format=fmt)
         try:
             summary = run_refine(options)
         except KeyboardInterrupt:

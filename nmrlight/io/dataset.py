@@ -4,6 +4,7 @@
     root/masks/<ImageId>.png                         label images (or root/masks.json, COCO)
     root/car_models_json/<name>.json                 car meshes
     root/camera/camera_intrinsic.txt                 optional; Kaggle intrinsics by default
+    root/train_masks/, root/test_masks/              optional <ImageId>.jpg: regions to ignore
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import numpy as np
 from nmrlight.camera import KAGGLE_HEIGHT, KAGGLE_WIDTH, Camera
 from nmrlight.errors import NmrlightError
 from nmrlight.io.camera_file import read_intrinsics
-from nmrlight.io.cars import CarMesh, car_name, read_car_json
+from nmrlight.io.cars import CAR_NAMES, CarMesh, car_id, car_name, read_car_json
 from nmrlight.io.images import open_image
 from nmrlight.io.images import read_image as _read_image
 from nmrlight.io.masks import read_coco_masks, read_label_mask
 
 IMAGE_FOLDERS = ("images", "train_images", "test_images")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+IGNORE_FOLDERS = ("train_masks", "test_masks")
 
 
 class DataFolder:
@@ -95,6 +97,30 @@ class DataFolder:
         raise NmrlightError(f"mask of image {image_id}: no {self.root / 'masks' / (image_id + '.png')}"
                             f"{' and not in ' + str(self.coco_path) if self.coco_path.is_file() else ''}")
 
+    def ignore_path(self, image_id: str) -> Path | None:
+        """train_masks/ or test_masks/<ImageId>.jpg (or .png) when it exists, else None."""
+        for folder in IGNORE_FOLDERS:
+            for suffix in IMAGE_SUFFIXES:
+                path = self.root / folder / f"{image_id}{suffix}"
+                if path.is_file():
+                    return path
+        return None
+
+    def read_ignore(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The competition's ignore mask of `image_id` (bool, True = don't care), None when there is none.
+
+        Those JPEGs mark cars that are not annotated (too far or too occluded); gray level > 127 counts
+        (JPEG blurs the edges).
+        """
+        path = self.ignore_path(image_id)
+        if path is None:
+            return None
+        gray = _read_image(path, "gray")
+        if shape is not None and tuple(gray.shape) != tuple(shape):
+            raise NmrlightError(f"ignore mask {path}: size {gray.shape[1]}x{gray.shape[0]} (WxH) differs from "
+                                f"the image size {shape[1]}x{shape[0]}")
+        return gray > 0.5
+
     # --- camera and cars ------------------------------------------------------------------------
     def image_size(self) -> tuple[int, int] | None:
         """(width, height) of the first image found, None without images."""
@@ -133,3 +159,14 @@ class DataFolder:
                 raise NmrlightError(f"car model {key}: mesh file {path} not found")
             self._cars[key] = read_car_json(path)
         return self._cars[key]
+
+    def model_ids(self) -> list[int]:
+        """Model ids of the meshes in car_models_json/ (files named after the 79 ApolloCar3D models)."""
+        folder = self.root / "car_models_json"
+        if not folder.is_dir():
+            raise NmrlightError(f"data folder {self.root}: no car_models_json/ folder")
+        names = set(CAR_NAMES)
+        ids = sorted(car_id(p.stem) for p in folder.glob("*.json") if p.stem in names)
+        if not ids:
+            raise NmrlightError(f"{folder}: no mesh named after an ApolloCar3D model (e.g. aodi-a6.json)")
+        return ids

@@ -5,8 +5,9 @@ an image; PredictionString holds seven numbers a car, `model_type v1 v2 v3 x y z
 Confidence column holds one score a car (space separated, same order), 1.0 each without it. An empty
 PredictionString is an image with no cars.
 
-Submission format (upload only; read with `submission=True`): header `ImageId,PredictionString`, seven
-numbers a car `v1 v2 v3 x y z confidence`, no model_type (read back as -1).
+Submission format (what most competition detectors write; read with `submission=True`): header
+`ImageId,PredictionString`, seven numbers a car `v1 v2 v3 x y z confidence`, no model_type (read back
+as -1). A row alone cannot tell the two apart: `detect_format` decides from the whole file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.cars import CAR_NAMES
 
 NUMBERS_PER_CAR = 7
+FORMATS = ("train", "submission", "auto")
 
 
 @dataclass
@@ -182,3 +184,67 @@ def write_submission(path: str | Path, poses: Mapping[str, Sequence[CarPose]]) -
         for image_id, cars in poses.items():
             text = " ".join(" ".join(_num(v) for v in [*_car_numbers(car), car.confidence]) for car in cars)
             writer.writerow([image_id, text])
+
+
+def detect_format(path: str | Path) -> tuple[str, str]:
+    """Decide whether a pose file is in the train or the submission format, from all its rows.
+
+    Returns (format, reason). Train: every car's first number is a model id (an integer in 0..78)
+    and its last, the depth, is not always in [0, 1]. Submission: every car's last number is a
+    confidence in [0, 1] and its first, the pitch, is not always a model id. A `Confidence` column
+    means train. Rows that do not parse are left out of the vote. Raises NmrlightError when both or
+    neither fit, asking for --format.
+    """
+    path = Path(path)
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.reader(handle)
+            header = [h.strip().lstrip("\ufeff") for h in (next(reader, None) or [])]
+            if "ImageId" not in header or "PredictionString" not in header:
+                raise NmrlightError(f"pose file {path}: header must name ImageId and PredictionString, "
+                                    f"got {','.join(header)!r}")
+            if "Confidence" in header:
+                return "train", "it has a Confidence column (the submission format has none)"
+            i_pred = header.index("PredictionString")
+            cars = ids = confidences = 0
+            for row in reader:
+                if i_pred >= len(row):
+                    continue
+                try:
+                    values = _floats(row[i_pred], "PredictionString")
+                except _RowError:
+                    continue
+                if not values or len(values) % NUMBERS_PER_CAR:
+                    continue
+                for k in range(0, len(values), NUMBERS_PER_CAR):
+                    first, last = values[k], values[k + NUMBERS_PER_CAR - 1]
+                    cars += 1
+                    ids += first.is_integer() and 0 <= first < len(CAR_NAMES)
+                    confidences += 0.0 <= last <= 1.0
+    except FileNotFoundError:
+        raise NmrlightError(f"pose file {path}: file not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise NmrlightError(f"pose file {path}: cannot read ({exc})") from None
+    if cars == 0:
+        return "train", "no cars in the file (both formats read it alike)"
+    train, submission = ids == cars, confidences == cars
+    if train and not submission:
+        return "train", f"all {cars} cars start with a model id (0..78)"
+    if submission and not train:
+        return "submission", (f"all {cars} cars end with a confidence in [0, 1] and {cars - ids} do not "
+                              "start with a model id")
+    if train and submission:
+        raise NmrlightError(f"pose file {path}: the format is ambiguous (every car starts with a model id and "
+                            "ends with a number in [0, 1]); give --format train or --format submission")
+    raise NmrlightError(f"pose file {path}: neither format fits ({cars - ids} of {cars} cars do not start with "
+                        f"a model id, {cars - confidences} do not end with a confidence in [0, 1]); give "
+                        "--format train or --format submission")
+
+
+def resolve_format(path: str | Path, fmt: str) -> tuple[str, str]:
+    """(format, reason) for `--format fmt`: fmt itself, or what `detect_format` decides for auto."""
+    if fmt not in FORMATS:
+        raise NmrlightError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt != "auto":
+        return fmt, "given"
+    return detect_format(path)

@@ -73,3 +73,11 @@ class RefineConfig:
     align_start: bool = True
     align_below_iou: float = 0.5         # ... for cars whose initial IoU with the mask is below this
     align_min_visible: float = 0.15      # ... and whose mask is at least this fraction of their area
+    # --- inputs: a segmenter's masks, mesh choice (issue 10; docs/inputs.md) ---
+    masks_file: str | None = None        # COCO masks (dataset or results format), associated to the cars
+    coco_images: str | None = None       # COCO file whose `images` resolve a results file's image_ids
+    model: int | None = None             # force this mesh (model id) for every car
+    association_min_score: float = 0.3  # pairs (car, mask) scoring below this are never matched
+    association_size: int = 1024         # longer side (pixels) of the frame the association renders
+    mesh_candidates: int = 3             # meshes refined per car without a model id (best loss wins)
+    mesh_shortlist_size: int = 64        # window size (render pixels) of the mesh shortlist

@@ -10,7 +10,6 @@ the camera or outside the image ("not visible").
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,30 +19,15 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.lighting import LightFit, fit_lighting, sample_car
+from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
+from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
-from nmrlight.refine.window import Box, crop, make_view, mask_box, projected_box
-from nmrlight.rotations import kaggle_to_matrix, matrix_to_kaggle
+from nmrlight.refine.window import crop, make_view, projected_box
+from nmrlight.rotations import matrix_to_kaggle
 from nmrlight.scene import MeshObject
 from nmrlight.shade import Lighting
-
-
-@dataclass
-class _Car:
-    index: int
-    pose: CarPose
-    vertices: torch.Tensor
-    faces: torch.Tensor
-    rotation: torch.Tensor
-    translation: torch.Tensor
-    box: Box | None = None          # projected box of the current pose
-    window: Box | None = None
-    mask: np.ndarray | None = None  # bool crop of the window
-    status: str = "refined"
-
-    def posed(self) -> torch.Tensor:
-        return self.vertices @ self.rotation.T + self.translation
 
 
 def check_config(config: RefineConfig) -> None:
@@ -60,33 +44,6 @@ def _fixed(config: RefineConfig) -> Lighting:
     return Lighting(ambient=float(a), directional=float(d), direction=tuple(float(x) for x in direction))
 
 
-def _prepare(data: DataFolder, cars: list[CarPose], camera, labels: np.ndarray | None,
-             config: RefineConfig) -> list[_Car]:
-    out = []
-    for index, pose in enumerate(cars):
-        mesh = data.car(pose.model_type)
-        car = _Car(index, pose, torch.as_tensor(mesh.object_vertices(), dtype=torch.float32),
-                   torch.as_tensor(mesh.faces, dtype=torch.long),
-                   torch.as_tensor(kaggle_to_matrix(np.asarray(pose.rotation, np.float64)), dtype=torch.float32),
-                   torch.as_tensor(pose.translation, dtype=torch.float32))
-        if not np.isfinite(pose.translation).all() or pose.translation[2] <= camera.near:
-            car.status = "not visible"
-        else:
-            car.box = projected_box(car.posed(), camera)
-            if car.box is None:
-                car.status = "not visible"
-        if car.status == "refined":
-            mask = labels == index + 1 if labels is not None else None
-            mbox = mask_box(mask) if mask is not None else None
-            if mbox is None or int(mask[mbox.y0:mbox.y1, mbox.x0:mbox.x1].sum()) < config.min_mask_pixels:
-                car.status = "no mask"
-            else:
-                car.window = car.box.union(mbox).padded(config.pad, 4, camera.width, camera.height)
-                car.mask = crop(mask, car.window)
-        out.append(car)
-    return out
-
-
 def _neighbours(car: _Car, cars: list[_Car], limit: int) -> list[_Car]:
     near = [c for c in cars if c is not car and c.box is not None and c.box.intersects(car.window)]
     near.sort(key=lambda c: float(c.translation[2]))
@@ -94,10 +51,11 @@ def _neighbours(car: _Car, cars: list[_Car], limit: int) -> list[_Car]:
 
 
 def _hidden(car: _Car, cars: list[_Car], labels: np.ndarray) -> np.ndarray:
-    """Pixels of the window labelled as a car nearer than this one."""
+    """Pixels of the window labelled as a car nearer than this one, or don't-care (`car.ignore`)."""
     nearer = [c.index + 1 for c in cars if c is not car and float(c.translation[2]) < float(car.translation[2])]
     window = crop(labels, car.window)
-    return np.isin(window, nearer) if nearer else np.zeros(window.shape, bool)
+    hidden = np.isin(window, nearer) if nearer else np.zeros(window.shape, bool)
+    return hidden | car.ignore if car.ignore is not None else hidden
 
 
 def _fit_lighting(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray,
@@ -131,11 +89,12 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         torch.set_num_threads(int(config.threads))
     photo = data.read_image(image_id, "gray")
     height, width = photo.shape
-    labels = None
-    if data.mask_path(image_id) is not None or data.coco_path.is_file():
-        labels = data.read_mask(image_id, shape=(height, width))
     camera = data.camera(width, height)
-    state = _prepare(data, cars, camera, labels, config)
+    state = pose_cars(data, cars, camera, config)
+    masks = image_masks(data, image_id, state, camera, (height, width), config)
+    labels = masks.labels
+    attach_masks(state, masks, camera, config)
+    _shortlist_meshes(data, state, camera, config)
 
     light_fit, used = (None, [])
     if config.lighting == "learn" and labels is not None:
@@ -145,32 +104,45 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
     results: dict[int, CarResult] = {}
     order = sorted(state, key=lambda c: float(c.translation[2]) if c.status == "refined" else np.inf)
     for car in order:
+        initial = _with_model(car.pose, car.model)
         if car.status != "refined":
-            results[car.index] = CarResult(car.index, car.pose, car.pose, status=car.status)
+            results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
         neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
                       for n in _neighbours(car, state, config.max_neighbours)]
-        problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                             crop(photo, car.window), car.mask,
-                             _hidden(car, state, labels) if config.ignore_occluded else None, neighbours)
-        recorder = GifRecorder() if config.gif_dir else None
-        outcome = refine_pose(problem, lighting, config, frame=recorder)
+        hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
+        candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
+        outcomes = {}
+        for model in candidates[:max(1, config.mesh_candidates)]:
+            if model != car.model:
+                car.use_mesh(data, model)
+            problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
+                                 crop(photo, car.window), car.mask, hidden, neighbours)
+            recorder = GifRecorder() if config.gif_dir else None
+            outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
+        if len(outcomes) > 1:
+            choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"])
+            car.extra["mesh_choice"] = choice.to_dict()
+            if choice.chosen != car.model:
+                car.use_mesh(data, choice.chosen)
+        outcome, recorder = outcomes[car.model]
         if recorder is not None:
             recorder.save(f"{config.gif_dir}/{image_id}_{car.index}.gif")
+        initial = _with_model(car.pose, car.model)
         status = "refined" if outcome.improved else "kept initial"
-        refined = car.pose
+        refined = initial
         if outcome.improved:
             car.rotation, car.translation = outcome.rotation.float(), outcome.translation.float()
             car.box = projected_box(car.posed(), camera) or car.box
             angles = matrix_to_kaggle(car.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
-            refined = CarPose(car.pose.model_type, tuple(float(a) for a in angles),
+            refined = CarPose(car.model, tuple(float(a) for a in angles),
                               tuple(float(x) for x in car.translation.double()), car.pose.confidence)
         results[car.index] = CarResult(
-            car.index, car.pose, refined, status=status, iou_before=outcome.iou_before,
+            car.index, initial, refined, status=status, iou_before=outcome.iou_before,
             iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
             iterations=outcome.iterations, seconds=outcome.seconds,
             extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
-                   "mask_offset_px": round(outcome.mask_offset, 3)})
+                   "mask_offset_px": round(outcome.mask_offset, 3), **car.extra})
 
     if config.lighting == "learn" and labels is not None and config.lighting_refit and light_fit is not None:
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)
@@ -180,4 +152,29 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
     if config.lighting == "fixed":
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
-                       seconds=time.perf_counter() - start)
+                       seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _with_model(pose: CarPose, model: int) -> CarPose:
+    return CarPose(int(model), pose.rotation, pose.translation, pose.confidence)
+
+
+def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, config: RefineConfig) -> None:
+    """For cars without a model id: the meshes to refine (best shortlist first), nearest car first so
+    that the cars in front are shown with their own shortlisted meshes."""
+    choosing = [c for c in state if c.choose_mesh]
+    if not choosing:
+        return
+    models = data.model_ids()
+    for car in sorted(choosing, key=lambda c: float(c.translation[2])):
+        if car.status != "refined":
+            car.extra["mesh_choice"] = {"chosen": car.model, "by": f"typical mesh ({car.status})"}
+            continue
+        occluders = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
+                     for n in _neighbours(car, state, config.max_neighbours)
+                     if float(n.translation[2]) < float(car.translation[2])]
+        keep = max(1, config.mesh_candidates)
+        best = shortlist(lambda m: mesh_tensors(data, m), models, car.rotation, car.translation, camera,
+                         car.window, car.mask, car.ignore, occluders, config.mesh_shortlist_size, keep)
+        car.use_mesh(data, best[0][0])
+        car.extra["mesh_choice"] = {"chosen": car.model, "shortlist": [[m, round(s, 4)] for m, s in best]}

@@ -15,17 +15,19 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-def _format_cars(cars: Iterable[CarPose]) -> tuple[str, str]:
-    cars = list(cars)
+def _format_cars(cars: Iterable[CarPose], fallback_model: int | None = None) -> tuple[str, str]:
+    cars = [CarPose(fallback_model, c.rotation, c.translation, c.confidence)
+            if c.model_type < 0 and fallback_model is not None else c for c in cars]
     prediction = " ".join(" ".join([str(int(c.model_type))] + [_num(v) for v in (*c.rotation, *c.translation)])
                           for c in cars)
     return prediction, " ".join(_num(c.confidence) for c in cars)
 
 
 def write_refined(path: Path, order: list[str], results: dict[str, ImageResult],
-                  raw: dict[str, tuple[str, str | None]]) -> None:
+                  raw: dict[str, tuple[str, str | None]], fallback_model: int | None = None) -> None:
     """refined.csv in the train format: one row per input image in input order; rows that could not be
-    read are copied as written."""
+    read are copied as written. Cars without a model id (an image of a submission file that failed)
+    get `fallback_model`."""
     import io
 
     buffer = io.StringIO()
@@ -33,7 +35,7 @@ def write_refined(path: Path, order: list[str], results: dict[str, ImageResult],
     writer.writerow(["ImageId", "PredictionString", "Confidence"])
     for image_id in order:
         if image_id in results:
-            writer.writerow([image_id, *_format_cars(results[image_id].refined_poses())])
+            writer.writerow([image_id, *_format_cars(results[image_id].refined_poses(), fallback_model)])
         else:
             prediction, confidence = raw[image_id]
             writer.writerow([image_id, prediction, confidence or ""])

@@ -75,6 +75,8 @@ class ImageResult:
     status: str = "ok"
     error: str | None = None
     attempts: int = 1
+    warnings: list[str] = field(default_factory=list)  # inputs left out (e.g. masks that cannot be decoded)
+    masks: dict = field(default_factory=dict)           # where the masks came from, how many matched
 
     def refined_poses(self) -> list[CarPose]:
         return [c.refined for c in self.cars]
@@ -88,6 +90,8 @@ class ImageResult:
             "status": self.status,
             "error": self.error,
             "attempts": self.attempts,
+            "warnings": list(self.warnings),
+            "masks": dict(self.masks),
         }
 
     @staticmethod
@@ -106,4 +110,6 @@ class ImageResult:
             status=d.get("status", "ok"),
             error=d.get("error"),
             attempts=int(d.get("attempts", 1)),
+            warnings=list(d.get("warnings", [])),
+            masks=dict(d.get("masks", {})),
         )

@@ -23,7 +23,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, write_submission
 from nmrlight.refine.backends import Job, cpu_cores, failed_result, make_backend
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.inputs import read_inputs, select_images
+from nmrlight.refine.inputs import check_masks, fallback_model, read_inputs, select_images
 from nmrlight.refine.merge import write_refined
 from nmrlight.refine.outdir import RUN_FILE, Log, load_result, prepare_out, result_path, save_result, write_atomic
 from nmrlight.refine.result import ImageResult
@@ -54,6 +54,7 @@ class RunOptions:
     retries: int = 1                  # extra attempts for a failing image
     progress: bool = True
     refine_fn: str = DEFAULT_REFINE_FN  # "module:function" with refine_image's signature
+    format: str = "train"             # predictions: train, submission or auto (docs/inputs.md)
 
 
 @dataclass
@@ -109,7 +110,7 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
 
     data = DataFolder(options.data)
     data.images_dir  # noqa: B018 - fail early and clearly without an images folder
-    inputs = read_inputs(Path(options.predictions))
+    inputs = read_inputs(Path(options.predictions), fmt=options.format)
     selected = select_images(inputs.order, options.images, options.limit)
     summary = RunSummary(out=out)
     selected_set = set(selected)
@@ -121,6 +122,9 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
     prepare_out(options, emit)
     log_file = (out / "run.log").open("a")
     try:
+        emit(f"predictions {options.predictions}: {inputs.format} format ({inputs.format_reason})")
+        for message in check_masks(options.config, run_ids):
+            emit(message)
         for message in summary.bad_rows.values():
             emit(f"skipped unreadable row (passed through as written): {message}")
         results: dict[str, ImageResult] = {}
@@ -145,8 +149,8 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
         ordered = [results[i] for i in run_ids]
         summary.ok = sum(r.status == "ok" for r in ordered)
         summary.failed = {r.image_id: r.error or "failed" for r in ordered if r.status != "ok"}
-        write_refined(out / "refined.csv", selected, results, inputs.raw)
-        if options.submission:
+        write_refined(out / "refined.csv", selected, results, inputs.raw, fallback_model(data, options.config))
+        if options.submission or inputs.format == "submission":
             write_submission(out / "submission.csv",
                              {i: (results[i].refined_poses() if i in results else []) for i in selected})
         _reports(out, ordered, data, predictions, emit)

@@ -128,6 +128,7 @@ def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.n
     inner = (m > 0.99).numpy()
     if erode > 0:
         inner = ndimage.binary_erosion(inner, iterations=erode)
+    inner &= (weight > 0.5).numpy()  # don't-care pixels (ignore masks, other cars) are in no term
     distance = _resample(signed_distance(mask), h, w) * scale if sdf else None
     return View(cam, scale, _resample(photo, h, w), m, weight, torch.from_numpy(inner), sigma, distance)
 

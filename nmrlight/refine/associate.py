@@ -1,0 +1,116 @@
+"""Pair a segmenter's unordered instance masks with the predicted cars of one photograph.
+
+Each car is rendered at its initial pose with all the other cars (so a car hidden behind a nearer one
+is compared by the part of it that shows) at a coarse scale; each pair (car, mask) gets an overlap
+score robust to the detector's errors, and a global one-to-one matching
+(`scipy.optimize.linear_sum_assignment`) maximises the total score. Pairs below a minimum score are
+never matched: such cars get no mask, such masks are cars the detector missed.
+
+The score is the larger of the plain IoU and the *box-aligned* IoU (the car's silhouette shifted so
+its box centre lies on the mask's) damped by how far it had to be shifted, relative to the car's size.
+A detector's lateral error is a constant few pixels, a lot for a small far car, and its ~7 % depth
+error changes the silhouette's size, so the plain IoU of a far car and its own mask can be near zero;
+the aligned IoU keeps the shape and size evidence, the damping keeps a car from taking a mask of a
+similar car one lane over. The mask's own score breaks ties.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from nmrlight.refine.window import Box, mask_box
+
+TIE_BREAK = 0.02   # weight of the segmenter's score in the matching (0..1 scores): ties only
+
+
+@dataclass
+class Match:
+    """What one car got: the index of its mask in the list given (None: no mask) and the pair's score."""
+
+    mask: int | None
+    score: float
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return 0.5 * (box.x0 + box.x1), 0.5 * (box.y0 + box.y1)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 0.0
+
+
+def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """`mask` moved by (dx, dy) pixels, what leaves the frame dropped."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
+    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
+    if abs(dx) < w and abs(dy) < h:
+        out[yd, xd] = mask[ys, xs]
+    return out
+
+
+def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5) -> float:
+    """Overlap score in [0, 1] of a car's visible silhouette and a mask (bool arrays, same shape).
+
+    max(IoU, aligned IoU * exp(-0.5 (d / (reach * size))^2)): d the distance between the two boxes'
+    centres, size the geometric mean of the silhouette box's sides.
+    """
+    sbox, mbox = mask_box(silhouette), mask_box(mask)
+    if sbox is None or mbox is None:
+        return 0.0
+    (sx, sy), (mx, my) = _centre(sbox), _centre(mbox)
+    size = math.sqrt(sbox.width * sbox.height)
+    distance = math.hypot(mx - sx, my - sy)
+    damping = math.exp(-0.5 * (distance / (reach * size)) ** 2)
+    if damping < 1e-3:
+        return 0.0
+    # compare in the box holding both boxes and the shifted silhouette box, not the whole frame
+    dx, dy = int(round(mx - sx)), int(round(my - sy))
+    x0, y0 = max(min(sbox.x0, sbox.x0 + dx, mbox.x0), 0), max(min(sbox.y0, sbox.y0 + dy, mbox.y0), 0)
+    x1, y1 = max(sbox.x1, sbox.x1 + dx, mbox.x1), max(sbox.y1, sbox.y1 + dy, mbox.y1)
+    s, m = silhouette[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+    return max(_iou(s, m), _iou(_shifted(s, dx, dy), m) * damping)
+
+
+def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5) -> np.ndarray:
+    """(cars, masks) matrix of `pair_score`s."""
+    scores = np.zeros((len(silhouettes), len(masks)))
+    for i, sil in enumerate(silhouettes):
+        if not sil.any():
+            continue
+        for j, mask in enumerate(masks):
+            scores[i, j] = pair_score(sil, mask, reach)
+    return scores
+
+
+def match(scores: np.ndarray, mask_scores: list[float] | None = None, min_score: float = 0.3) -> list[Match]:
+    """One-to-one matching of cars (rows) to masks (columns) maximising the total score.
+
+    Pairs scoring below `min_score` are never matched. `mask_scores` (the segmenter's confidence of
+    each mask, 0..1) adds TIE_BREAK times itself, so of two equally fitting masks the surer one wins.
+    """
+    cars, masks = scores.shape
+    if cars == 0 or masks == 0:
+        return [Match(None, 0.0) for _ in range(cars)]
+    bonus = np.zeros(masks) if mask_scores is None else TIE_BREAK * np.clip(np.asarray(mask_scores, float), 0, 1)
+    allowed = scores >= min_score
+    gain = np.where(allowed, scores + bonus[None, :], 0.0)
+    rows, cols = linear_sum_assignment(gain, maximize=True)
+    out = [Match(None, 0.0) for _ in range(cars)]
+    for i, j in zip(rows, cols, strict=True):
+        if allowed[i, j]:
+            out[i] = Match(int(j), float(scores[i, j]))
+    return out
+
+
+def associate(silhouettes: list[np.ndarray], masks: list[np.ndarray], mask_scores: list[float] | None = None,
+              min_score: float = 0.3, reach: float = 0.5) -> tuple[list[Match], np.ndarray]:
+    """Match each car's visible silhouette to at most one mask; returns the matches and the score matrix."""
+    scores = score_matrix(silhouettes, masks, reach)
+    return match(scores, mask_scores, min_score), scores

@@ -1,0 +1,96 @@
+"""Mesh choice for cars without a model id (the Kaggle submission format has none).
+
+Two steps, cheap first:
+1. Shortlist: every mesh of car_models_json/ is rendered at the car's initial pose (and at its depth
+   moved by -6 % and +6 %, the detector's typical depth error) in a small view of the car's window,
+   the other cars in front of it included; each is scored by its box-aligned overlap with the car's
+   mask (`associate.pair_score`: shape and size, forgiving the detector's lateral error). The best
+   `keep` go on.
+2. Pick: each shortlisted mesh is refined in full (`refine_pose`); the lowest final loss wins. The
+   loss includes the prior toward the detector's depth, so of two meshes whose silhouettes fit alike
+   at different depths (a larger car farther away) the one nearer the detector's depth wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nmrlight.camera import Camera
+from nmrlight.io.dataset import DataFolder
+from nmrlight.refine.associate import pair_score
+from nmrlight.refine.window import Box, _resample
+from nmrlight.render import render
+from nmrlight.scene import MeshObject, Scene
+
+DEPTH_FACTORS = (0.94, 1.0, 1.06)
+_TYPICAL: dict[tuple[str, tuple[int, ...]], int] = {}
+
+
+@dataclass
+class MeshChoice:
+    """The mesh chosen for one car, the runner-up and by how much the chosen one's final loss was lower."""
+
+    chosen: int
+    runner_up: int | None = None
+    margin: float | None = None                      # runner-up's final loss minus the chosen one's
+    losses: dict[int, float] | None = None           # final loss of each refined candidate
+    shortlist: list[tuple[int, float]] | None = None  # (model id, shortlist score), best first
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.chosen, "runner_up": self.runner_up,
+                "margin": None if self.margin is None else round(self.margin, 6),
+                "losses": {str(k): round(v, 6) for k, v in (self.losses or {}).items()},
+                "shortlist": [[m, round(s, 4)] for m, s in (self.shortlist or [])]}
+
+
+def typical_model(data: DataFolder, models: list[int]) -> int:
+    """The mesh whose length, width and height lie closest to the median of `models` (for cars with no
+    evidence of their own: no mask, or before their masks are known)."""
+    key = (str(data.root), tuple(models))
+    if key not in _TYPICAL:
+        sizes = np.array([np.ptp(data.car(m).object_vertices(), axis=0) for m in models])
+        median = np.median(sizes, axis=0)
+        _TYPICAL[key] = models[int(np.argmin(np.abs(np.log(sizes / median)).sum(1)))]
+    return _TYPICAL[key]
+
+
+def shortlist(mesh: Callable[[int], tuple[torch.Tensor, torch.Tensor]], models: list[int],
+              rotation: torch.Tensor, translation: torch.Tensor, camera: Camera, window: Box,
+              mask: np.ndarray, dont_care: np.ndarray | None, occluders: list[MeshObject],
+              size: int = 64, keep: int = 3) -> list[tuple[int, float]]:
+    """The `keep` meshes whose silhouettes at the initial pose fit the mask best: [(model id, score)].
+
+    mask and dont_care are the window's crops (image pixels); occluders are the other cars of the
+    window (rendered so that their pixels hide this car's, as in the photo).
+    """
+    scale = min(1.0, size / max(window.width, window.height))
+    cam = camera.window(window.x0, window.y0, window.width, window.height).scaled(scale)
+    target = _resample(mask.astype(np.float32), cam.height, cam.width).numpy() > 0.5
+    care = np.ones_like(target) if dont_care is None else \
+        _resample(dont_care.astype(np.float32), cam.height, cam.width).numpy() < 0.5
+    target &= care
+    scored = []
+    for model in models:
+        vertices, faces = mesh(model)
+        best = 0.0
+        for factor in DEPTH_FACTORS:
+            car = MeshObject(vertices, faces, rotation, translation * factor)
+            with torch.no_grad():
+                out = render(Scene([car, *occluders]), cam, None, edges="none", outputs=set())
+            silhouette = (out.object_id == 0).numpy() & care
+            best = max(best, pair_score(silhouette, target))
+        scored.append((model, best))
+    scored.sort(key=lambda item: -item[1])
+    return scored[:max(1, keep)]
+
+
+def pick(losses: dict[int, float], shortlisted: list[tuple[int, float]]) -> MeshChoice:
+    """The candidate with the lowest final loss, its runner-up and the margin between them."""
+    ranked = sorted(losses.items(), key=lambda item: item[1])
+    chosen = ranked[0][0]
+    runner_up, margin = (ranked[1][0], ranked[1][1] - ranked[0][1]) if len(ranked) > 1 else (None, None)
+    return MeshChoice(chosen, runner_up, margin, dict(losses), list(shortlisted))
