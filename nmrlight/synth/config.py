@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nmrlight.camera import KAGGLE_HEIGHT, KAGGLE_WIDTH, Camera
+from nmrlight.errors import NmrlightError
 
 DEFAULT_MODELS = (2, 9, 17, 23, 39, 50, 61, 72)
+# the commonest model ids of train.csv first, then the default mix
+KAGGLE_MODELS = (16, 46, 28, 2, 35, 70, 9, 17, 23, 39, 50, 61, 72)
+LAYOUTS = ("default", "kaggle", "crowded")
+MATERIALS = ("lambert", "realistic")
 
 
 @dataclass
@@ -28,6 +33,17 @@ class SynthConfig:
     mask_errors: bool = True
     edges: str = "analytic"
     jpeg: bool = True
+    layout: str = "default"        # default: lanes (the original look); kaggle / crowded: nmrlight.synth.street
+    materials: str = "lambert"     # lambert: uniform paint; realistic: paint variation, dark glass, trim, specular
+    clutter: bool = False          # a cluttered street background (buildings, windows, poles, car shadows)
+    roll: tuple[float, float] = (0.0, 0.0)             # camera roll about z: mean, sigma, radians
+    unannotated_mean: float = 0.0  # mean number of rendered cars left out of train.csv (beyond 150 m)
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise NmrlightError(f"synth: layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.materials not in MATERIALS:
+            raise NmrlightError(f"synth: materials must be one of {', '.join(MATERIALS)}, got {self.materials!r}")
 
     def camera(self) -> Camera:
         """The Kaggle intrinsics on a width x height frame, scaled by `scale`."""

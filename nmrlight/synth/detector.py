@@ -21,6 +21,12 @@ class ErrorModel:
     a fraction `outlier_rate` of errors `outlier_scale` times larger; the lateral error moves it
     across the ray, relative sigma `lateral_sigma` plus `pixel_sigma` pixels at focal length `fx`.
     Confidence lies in (0.3, 1) and drops with the size of the error and with distance.
+
+    Depth-dependent options (None: the constants above): `rotation_by_depth` = (depths m, scale
+    factors), interpolated, multiplies all three angle sigmas; `lateral_far` is the lateral sigma at
+    100 m (growing linearly from `lateral_sigma` at 0 m); `detect_by_depth` = (p_near, z50, width)
+    gives each car the detection probability p_near / (1 + exp((z - z50) / width)) (times 1 -
+    `miss_rate`). A flip turns the heading by pi.
     """
 
     heading_sigma_deg: float = 4.0
@@ -34,6 +40,17 @@ class ErrorModel:
     flip_rate: float = 0.0
     miss_rate: float = 0.0
     false_positives: float = 0.0      # mean number a picture
+    rotation_by_depth: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+    lateral_far: float | None = None
+    detect_by_depth: tuple[float, float, float] | None = None
+
+    def detection_probability(self, depth: np.ndarray) -> np.ndarray:
+        """Probability that the detector finds a car at camera depth `depth` (m)."""
+        p = np.full(np.shape(depth), 1.0 - self.miss_rate)
+        if self.detect_by_depth is not None:
+            p_near, z50, width = self.detect_by_depth
+            p = p * p_near / (1.0 + np.exp((np.asarray(depth) - z50) / width))
+        return p
 
     def perturb(self, cars: list[CarPose], rng: np.random.Generator, fx: float = KAGGLE_FX
                 ) -> tuple[list[CarPose], list[int]]:
@@ -48,24 +65,34 @@ class ErrorModel:
             depth = rng.normal(0.0, self.depth_sigma, n)
             depth *= np.where(rng.random(n) < self.outlier_rate, self.outlier_scale, 1.0)
             lat_sigma = math.hypot(self.lateral_sigma, self.pixel_sigma / fx)
-            lat = rng.normal(0.0, lat_sigma, (n, 2))
+            if self.lateral_far is None:
+                lat = rng.normal(0.0, lat_sigma, (n, 2))
+            else:
+                far = self.lateral_sigma + (self.lateral_far - self.lateral_sigma) * np.clip(t[:, 2] / 100.0, 0, 1)
+                lat_sigma = np.hypot(far, self.pixel_sigma / fx)
+                lat = rng.normal(0.0, 1.0, (n, 2)) * lat_sigma[:, None]
             ray = t / dist[:, None]
             e1 = np.cross(ray, [0.0, 1.0, 0.0])
             e1 /= np.linalg.norm(e1, axis=1, keepdims=True)
             e2 = np.cross(ray, e1)
             t_new = t * (1 + depth)[:, None] + dist[:, None] * (lat[:, :1] * e1 + lat[:, 1:] * e2)
             sig = np.radians([self.pitch_sigma_deg, self.heading_sigma_deg, self.roll_sigma_deg])
+            if self.rotation_by_depth is not None:
+                sig = sig[None, :] * np.interp(t[:, 2], *self.rotation_by_depth)[:, None]
             da = rng.normal(0.0, 1.0, (n, 3)) * sig
             flips = rng.random(n) < self.flip_rate
             da[flips, 1] += np.pi
             a_new = _wrap(a + da)
             score = np.sqrt((np.square(depth / max(self.depth_sigma, 1e-9))
-                             + np.square(da[:, 1] / max(sig[1], 1e-9))
-                             + np.square(lat).sum(1) / max(lat_sigma, 1e-9) ** 2 / 2) / 3)
+                             + np.square(da[:, 1] / np.maximum(sig[..., 1], 1e-9))
+                             + np.square(lat).sum(1) / np.maximum(lat_sigma, 1e-9) ** 2 / 2) / 3)
             score = score + 3.0 * flips
             logit = 2.0 - 1.5 * score - 1.0 * dist / 100.0 + rng.normal(0.0, 0.3, n)
             conf = 0.3 + 0.7 / (1 + np.exp(-logit))
-            keep = rng.random(n) >= self.miss_rate
+            if self.detect_by_depth is None:
+                keep = rng.random(n) >= self.miss_rate
+            else:
+                keep = rng.random(n) < self.detection_probability(t[:, 2])
             for i in np.flatnonzero(keep):
                 score_i = float(np.clip(conf[i], 0.3001, 0.9999))
                 preds.append(CarPose(cars[i].model_type, tuple(float(x) for x in a_new[i]),

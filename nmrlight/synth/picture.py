@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,7 +27,18 @@ class SynthImage:
     object_id: np.ndarray        # (H, W) int: exact render object index, -1 background
     cars: list[CarPose]
     lighting: tuple[float, float, float, float, float]   # ambient, directional, dx, dy, dz
+    materials: str = "lambert"
+    unannotated: list[CarPose] = field(default_factory=list)   # rendered, left out of the truth (far)
+    ignore: np.ndarray | None = None          # (H, W) bool: pixels of unannotated cars (train_masks/)
+    visible_pixels: np.ndarray | None = None  # (N,) visible pixels of each truth car
+    full_pixels: np.ndarray | None = None     # (N,) its pixels rendered alone (unoccluded), in the image
 
+    @property
+    def visible_fraction(self) -> np.ndarray | None:
+        """Visible / unoccluded pixels of each truth car (0 where it has none)."""
+        if self.visible_pixels is None or self.full_pixels is None:
+            return None
+        return np.where(self.full_pixels > 0, self.visible_pixels / np.maximum(self.full_pixels, 1), 0.0)
 
 
 class _Models:
@@ -67,6 +78,10 @@ def synthesize_image(index: int, seed: int, config: SynthConfig, models: _Models
 
     models = models or _Models()
     rng = np.random.default_rng([int(seed), int(index)])
+    if config.layout != "default" or config.materials != "lambert" or config.clutter:
+        from nmrlight.synth.street_picture import street_picture
+
+        return SynthImage(image_id(index), materials=config.materials, **street_picture(rng, config, models))
     camera = config.camera()
     pitch = float(np.clip(rng.normal(*config.pitch), 0.1, 0.25))
     cam_h = float(rng.uniform(*config.camera_height))

@@ -33,6 +33,7 @@ class SynthSummary:
     image_ids: list[str] = field(default_factory=list)
     cars: int = 0
     visible_cars: int = 0
+    unannotated_cars: int = 0
     model_types: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -67,6 +68,7 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
     used: set[int] = set()
     lights = []
     segmented = SegmenterFiles(root, seed)
+    visibility: list[list] = []
     for index in range(images):
         item = synthesize_image(index, seed, config, models)
         err_rng = np.random.default_rng([int(seed), int(index), 1])
@@ -83,17 +85,28 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
         suffix = ".jpg" if config.jpeg else ".png"
         write_image(root / "images" / f"{item.image_id}{suffix}", item.image)
         seg_rng = np.random.default_rng([int(seed), int(index), 2])
-        masks = segment(item.object_id, [s for s in source if s >= 0], len(item.cars), seg_rng, segmenter)
+        n = len(item.cars)
+        masks = segment(item.object_id, [s for s in source if s >= 0], n, seg_rng, segmenter,
+                        unannotated=list(range(n, n + len(item.unannotated))))
         segmented.add(item.image_id, f"{item.image_id}{suffix}", *item.object_id.shape, masks, pred, source,
                       seg_rng)
         write_label_mask(root / "masks" / f"{item.image_id}.png", labels)
+        if item.ignore is not None:
+            ignore_mask = (item.ignore * 255).astype(np.uint8)
+            (root / "train_masks").mkdir(exist_ok=True)
+            write_image(root / "train_masks" / f"{item.image_id}.jpg", ignore_mask)
+        if item.visible_fraction is not None:
+            for k, car in enumerate(item.cars):
+                visibility.append([item.image_id, k, int(item.visible_pixels[k]), int(item.full_pixels[k]),
+                                   f"{item.visible_fraction[k]:.4f}", f"{car.translation[2]:.3f}"])
         truth[item.image_id] = item.cars
         preds[item.image_id] = pred
-        lights.append((item.image_id, *item.lighting))
+        lights.append((item.image_id, *item.lighting, item.materials))
         used.update(c.model_type for c in item.cars)
         summary.image_ids.append(item.image_id)
         summary.cars += len(item.cars)
-        summary.visible_cars += len(np.unique(item.object_id[item.object_id >= 0]))
+        summary.visible_cars += len(np.unique(item.object_id[(item.object_id >= 0) & (item.object_id < n)]))
+        summary.unannotated_cars += len(item.unannotated)
         if progress is not None:
             progress(1)
     write_models(root, sorted(used | set(config.model_types)))
@@ -102,9 +115,15 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
     segmented.write()
     with (root / "lighting.csv").open("w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["ImageId", "ambient", "directional", "dx", "dy", "dz"])
+        writer.writerow(["ImageId", "ambient", "directional", "dx", "dy", "dz", "materials"])
         for row in lights:
-            writer.writerow([row[0], *(repr(float(x)) for x in row[1:])])
+            writer.writerow([row[0], *(repr(float(x)) for x in row[1:-1]), row[-1]])
+    if visibility:
+        with (root / "visibility.csv").open("w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["ImageId", "car_index", "visible_pixels", "unoccluded_pixels", "visible_fraction",
+                             "depth"])
+            writer.writerows(visibility)
     summary.model_types = sorted(used)
     summary.seconds = time.perf_counter() - start
     return summary
