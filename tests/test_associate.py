@@ -41,6 +41,8 @@ def test_pair_score_of_analytic_shapes():
     moved = _rect(shape, 26, 20, 46, 30)
     damping = math.exp(-0.5 * (6 / (0.5 * math.sqrt(200))) ** 2)
     assert pair_score(car, moved) == pytest.approx(max(14 / 26, damping))
+    # the detector's lateral error in pixels (slack) widens the damping for small cars
+    assert pair_score(car, moved, slack=12.0) == pytest.approx(math.exp(-0.5 * (6 / 12) ** 2))
     # 7 % larger (a depth error), centred: box-aligned IoU = 200 / (22 * 11 rounded box)
     bigger = _rect(shape, 19, 20, 41, 31)
     assert pair_score(car, bigger) == pytest.approx(200 / (22 * 11))
@@ -168,3 +170,18 @@ def test_rendered_street_masks_find_their_cars(street, errors):
 def test_associate_on_empty_inputs():
     matches, scores = associate([np.zeros((4, 4), bool)], [])
     assert matches[0].mask is None and scores.shape == (1, 0)
+
+
+def test_ordered_coco_masks_are_used_as_numbered(street, tmp_path):
+    root, camera, labels, _, _ = street
+    anns = [{"image_id": "ID_street", "car_index": k + 1, "segmentation": _rle(labels == t + 1)}
+            for k, t in enumerate([2, 0])]
+    (tmp_path / "ordered.json").write_text(json.dumps(anns))
+    config = RefineConfig(masks_file=str(tmp_path / "ordered.json"))
+    cars = [_detector(TRUTH[t], 1.0, 0.0, 0.0) for t in (2, 0)]
+    data = DataFolder(root)
+    state = pose_cars(data, cars, camera, config)
+    masks = image_masks(data, "ID_street", state, camera, labels.shape, config)
+    assert masks.summary["ordered"] and masks.dont_care is None
+    assert np.array_equal(masks.labels == 1, labels == 3) and np.array_equal(masks.labels == 2, labels == 1)
+    assert "association" not in state[0].extra

@@ -197,11 +197,7 @@ class CocoInstances:
     instances: dict[str, list[Instance]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def ordered(self) -> bool:
-        """True when every mask names its car (`car_index`): no association needed."""
-        masks = [m for ms in self.instances.values() for m in ms]
-        return bool(masks) and all(m.car_index is not None for m in masks)
+    ordered: bool = False   # every mask names its car (`car_index`): no association needed
 
 
 def _image_table(images, path: Path) -> tuple[dict[object, str], dict[str, tuple[int, int] | None]]:
@@ -283,6 +279,8 @@ def read_coco_instances(path: str | Path, images_path: str | Path | None = None)
             continue
         result.instances.setdefault(image_id, []).append(
             Instance(k, ann["segmentation"], float(score), ann.get("id"), index, where))
+    masks = [m for ms in result.instances.values() for m in ms]
+    result.ordered = bool(masks) and all(m.car_index is not None for m in masks)
     return result
 
 

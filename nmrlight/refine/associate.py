@@ -55,11 +55,12 @@ def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
     return out
 
 
-def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5) -> float:
+def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5, slack: float = 0.0) -> float:
     """Overlap score in [0, 1] of a car's visible silhouette and a mask (bool arrays, same shape).
 
-    max(IoU, aligned IoU * exp(-0.5 (d / (reach * size))^2)): d the distance between the two boxes'
-    centres, size the geometric mean of the silhouette box's sides.
+    max(IoU, aligned IoU * exp(-0.5 (d / s)^2)): d the distance between the two boxes' centres,
+    s = max(reach * size, slack), size the geometric mean of the silhouette box's sides, slack (pixels)
+    the detector's typical lateral error, about constant in pixels whatever the car's distance.
     """
     sbox, mbox = mask_box(silhouette), mask_box(mask)
     if sbox is None or mbox is None:
@@ -67,7 +68,7 @@ def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5) -> 
     (sx, sy), (mx, my) = _centre(sbox), _centre(mbox)
     size = math.sqrt(sbox.width * sbox.height)
     distance = math.hypot(mx - sx, my - sy)
-    damping = math.exp(-0.5 * (distance / (reach * size)) ** 2)
+    damping = math.exp(-0.5 * (distance / max(reach * size, slack, 1e-6)) ** 2)
     if damping < 1e-3:
         return 0.0
     # compare in the box holding both boxes and the shifted silhouette box, not the whole frame
@@ -78,14 +79,15 @@ def pair_score(silhouette: np.ndarray, mask: np.ndarray, reach: float = 0.5) -> 
     return max(_iou(s, m), _iou(_shifted(s, dx, dy), m) * damping)
 
 
-def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5) -> np.ndarray:
+def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5,
+                 slack: float = 0.0) -> np.ndarray:
     """(cars, masks) matrix of `pair_score`s."""
     scores = np.zeros((len(silhouettes), len(masks)))
     for i, sil in enumerate(silhouettes):
         if not sil.any():
             continue
         for j, mask in enumerate(masks):
-            scores[i, j] = pair_score(sil, mask, reach)
+            scores[i, j] = pair_score(sil, mask, reach, slack)
     return scores
 
 
@@ -110,7 +112,7 @@ def match(scores: np.ndarray, mask_scores: list[float] | None = None, min_score:
 
 
 def associate(silhouettes: list[np.ndarray], masks: list[np.ndarray], mask_scores: list[float] | None = None,
-              min_score: float = 0.3, reach: float = 0.5) -> tuple[list[Match], np.ndarray]:
+              min_score: float = 0.3, reach: float = 0.5, slack: float = 0.0) -> tuple[list[Match], np.ndarray]:
     """Match each car's visible silhouette to at most one mask; returns the matches and the score matrix."""
-    scores = score_matrix(silhouettes, masks, reach)
+    scores = score_matrix(silhouettes, masks, reach, slack)
     return match(scores, mask_scores, min_score), scores

@@ -1,9 +1,12 @@
 """refine_image: the unit of work of a data-set run (one photograph, all its cars).
 
-Steps: read photo and label mask (sizes checked), pose every car, fit the lighting on the closest
-cars with masks, refine the cars nearest first (each in a window around it, the other cars of the
+Steps: read the photo, pose every car, get its masks (`prepare`: label image, or a segmenter's COCO
+masks associated with the cars; ignore masks and unmatched masks as don't-care pixels), shortlist
+meshes for cars without a model id (`meshchoice`), fit the lighting on the closest cars with masks,
+refine the cars nearest first (each in a window around it, the other cars of the
 window rendered with their current poses so occlusions are right), refit the lighting on the refined
-poses, and report each car. Cars without mask pixels keep their pose ("no mask"), as do cars behind
+poses, and report each car. A car without a model id is refined with each shortlisted mesh and keeps
+the one with the lowest final loss. Cars without mask pixels keep their pose ("no mask"), as do cars behind
 the camera or outside the image ("not visible").
 """
 
@@ -122,7 +125,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
         if len(outcomes) > 1:
             choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"])
-            car.extra["mesh_choice"] = choice.to_dict()
+            spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values())
+            car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
             if choice.chosen != car.model:
                 car.use_mesh(data, choice.chosen)
         outcome, recorder = outcomes[car.model]
@@ -174,7 +178,9 @@ def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, config: Refin
                      for n in _neighbours(car, state, config.max_neighbours)
                      if float(n.translation[2]) < float(car.translation[2])]
         keep = max(1, config.mesh_candidates)
+        began = time.perf_counter()
         best = shortlist(lambda m: mesh_tensors(data, m), models, car.rotation, car.translation, camera,
                          car.window, car.mask, car.ignore, occluders, config.mesh_shortlist_size, keep)
         car.use_mesh(data, best[0][0])
-        car.extra["mesh_choice"] = {"chosen": car.model, "shortlist": [[m, round(s, 4)] for m, s in best]}
+        car.extra["mesh_choice"] = {"chosen": car.model, "shortlist": [[m, round(s, 4)] for m, s in best],
+                                    "seconds": round(time.perf_counter() - began, 3)}

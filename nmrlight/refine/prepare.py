@@ -153,7 +153,9 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     silhouettes, scale = visible_silhouettes(state, camera, config.association_size)
     small = [_resample(m.astype(np.float32), *silhouettes[0].shape).numpy() > 0.5 for m in masks] \
         if silhouettes else []
-    matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score)
+    slack = config.association_slack * camera.fx * scale  # the detector's lateral error, in pixels
+    matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score,
+                           slack=slack)
     taken = set()
     for car, found in sorted(zip(state, matches, strict=True), key=lambda p: -float(p[0].translation[2])):
         if found.mask is None:

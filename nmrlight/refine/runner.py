@@ -119,11 +119,12 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
     run_ids = [i for i in selected if i in inputs.poses]
     predictions = {i: inputs.poses[i] for i in run_ids}
 
+    masks_lines = check_masks(options.config, run_ids)  # a bad masks file fails before OUT is touched
     prepare_out(options, emit)
     log_file = (out / "run.log").open("a")
     try:
         emit(f"predictions {options.predictions}: {inputs.format} format ({inputs.format_reason})")
-        for message in check_masks(options.config, run_ids):
+        for message in masks_lines:
             emit(message)
         for message in summary.bad_rows.values():
             emit(f"skipped unreadable row (passed through as written): {message}")
