@@ -388,9 +388,7 @@ def test_car_labels_cover_the_projected_mesh(run) -> None:
 
 
 def test_summary_opens_in_headless_chromium(run, tmp_path) -> None:
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if browser is None:
-        pytest.skip("chromium not installed")
+    browser = _chromium()
     shot = tmp_path / "summary.png"
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                            "--disable-component-update", "--disable-sync", "--no-first-run",
@@ -402,3 +400,47 @@ def test_summary_opens_in_headless_chromium(run, tmp_path) -> None:
 
     image = np.asarray(Image.open(shot).convert("L"))
     assert image.shape == (1600, 1280) and image.std() > 10       # not a blank page
+
+
+def _chromium() -> str:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium not installed")
+    return browser
+
+
+def test_table_sorts_and_filters_in_headless_chromium(tmp_path) -> None:
+    """The tables' inline JavaScript: a header click sorts by number, 'column < x' and text filter rows."""
+    from nmrlight.report.html import cell, page, table
+
+    rows = [f"<tr>{cell(name)}{cell(value)}</tr>" for name, value in (("b", 10.0), ("a", 2.5), ("c", -1.0))]
+    probe = """<pre id='result'></pre><script>
+    const t=document.getElementById('t'),h=t.tHead.rows[0].children,f=document.querySelector('input.filter');
+    const firsts=()=>[...t.tBodies[0].rows].map(r=>r.children[0].textContent).join('');
+    const shown=()=>[...t.tBodies[0].rows].filter(r=>r.style.display!=='none').length;
+    let out=[];nmrSort(h[1]);out.push(firsts());nmrSort(h[1]);out.push(firsts());nmrSort(h[0]);out.push(firsts());
+    f.value='score < 3';nmrFilter(f,'t');out.push(shown());f.value='B';nmrFilter(f,'t');out.push(shown());
+    f.value='';nmrFilter(f,'t');out.push(shown());document.getElementById('result').textContent=out.join(' ');
+    </script>"""
+    path = tmp_path / "table.html"
+    path.write_text(page("probe", table("t", ["name", "score"], rows, "filter") + probe, script=True))
+    done = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
+    result = re.search(r"<pre id=\"result\">([^<]*)</pre>", done.stdout)
+    assert result, done.stdout[-500:] + done.stderr[-500:]
+    assert result.group(1).split() == ["cab", "bac", "abc", "2", "1", "3"]
+
+
+def test_parallel_build_writes_the_same_pages(run, tmp_path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(run.out / "images", out / "images")
+    shutil.copy(run.out / "run.json", out / "run.json")
+    stats = write_reports(out, run.results, DataFolder(run.data), truth=run.truth, gt_path=run.data / "train.csv",
+                          workers=2)
+    assert stats.pages_written == len(run.results)
+    for r in run.results:
+        name = f"{r.image_id}.html"
+        assert (out / "report" / "images" / name).read_text() == (run.out / "report" / "images" / name).read_text()
+        assert (out / "report" / "images" / r.image_id / "photo.jpg").read_bytes() == (
+            run.out / "report" / "images" / r.image_id / "photo.jpg").read_bytes()

@@ -79,13 +79,13 @@ def photo_page(result: ImageResult, rows: Sequence[CarRow], assets: Assets, erro
                      "style='max-width:100%'></p>")
     for note in assets.notes:
         parts.append(f"<p class='muted'>{esc(note)}</p>")
-    headers = [*CAR_HEADERS, *extras, *(ERROR_HEADERS if errors is not None else []), "before | after"]
+    headers = ["before | after", *CAR_HEADERS, *extras, *(ERROR_HEADERS if errors is not None else [])]
     body = []
     for r in rows:
         crop = assets.crops.get(r.index)
-        img = f"<img src='{href(name, crop)}' alt='car {r.index}'>" if crop else ""
+        img = f"<img src='{href(name, crop)}' alt='car {r.index}' loading='lazy'>" if crop else ""
         err = _error_cells(errors.get(r.index)) if errors is not None else ""
-        body.append(f"<tr id='car{r.index}'>{_car_cells(r, extras)}{err}<td class='t'>{img}</td></tr>")
+        body.append(f"<tr id='car{r.index}'><td class='t'>{img}</td>{_car_cells(r, extras)}{err}</tr>")
     parts.append(table("cars", headers, body, "filter: text, or e.g. IoU after < 0.7"))
     return page(f"nmrlight: {result.image_id}", "\n".join(parts), key=key, script=True)
 
