@@ -1,0 +1,141 @@
+"""Global stage: heading/flip/depth hypotheses, their coarse scores, and the acceptance rule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nmrlight.camera import Camera
+from nmrlight.procedural import car_for_model
+from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.hypotheses import (
+    Hypothesis,
+    accept,
+    coarse_scores,
+    heading_turn,
+    hypotheses,
+    refine_global,
+    start_pose,
+)
+from nmrlight.refine.pose import CarProblem, PoseOutcome
+from nmrlight.refine.window import crop, projected_box
+from nmrlight.render import render
+from nmrlight.rotations import geodesic_angle_deg, kaggle_to_matrix
+from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
+
+MODEL = 17
+TRUE_ANGLES = (0.15, 0.7, math.pi)
+TRUE_T = (-1.0, 1.4, 12.0)
+LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
+FAST = RefineConfig(threads=1, stages=((64, "analytic", 2.0, 12), (96, "analytic", 0.0, 15)), large_stage=None)
+
+
+def _rotation(angles) -> torch.Tensor:
+    return torch.as_tensor(kaggle_to_matrix(np.asarray(angles, dtype=float)), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def picture():
+    """One uniformly painted procedural car under a known light (photo, its exact mask, the camera)."""
+    torch.set_num_threads(1)
+    camera = Camera.kaggle().scaled(0.25)
+    mesh = car_for_model(MODEL).mesh
+    v = torch.as_tensor(mesh.object_vertices(), dtype=torch.float32)
+    f = torch.as_tensor(mesh.faces, dtype=torch.long)
+    car = MeshObject(v, f, _rotation(TRUE_ANGLES), torch.tensor(TRUE_T), albedo=(0.7,))
+    with torch.no_grad():
+        out = render(Scene([car]), camera, LIGHT, background=0.3, outputs={"image"})
+    photo = out.image[0].numpy()
+    mask = (out.object_id == 0).numpy()
+    return camera, v, f, photo, mask
+
+
+def _problem(picture, angles, translation) -> CarProblem:
+    camera, v, f, photo, mask = picture
+    true_box = projected_box(v @ _rotation(TRUE_ANGLES).T + torch.tensor(TRUE_T), camera)
+    box = true_box.padded(0.3, 2, camera.width, camera.height)
+    return CarProblem(v, f, _rotation(angles), torch.tensor(translation, dtype=torch.float32), camera, box,
+                      crop(photo, box), crop(mask, box), None, [])
+
+
+def test_heading_turn_adds_to_the_kaggle_heading() -> None:
+    """R(v1, v2, v3) @ Ry(d) = R(v1, v2 + d, v3): the turn is about the car's own vertical axis."""
+    angles = np.array([0.2, -1.1, 3.0])
+    turned = _rotation(angles) @ heading_turn(40.0)
+    expected = _rotation(angles + np.array([0.0, math.radians(40.0), 0.0]))
+    assert torch.allclose(turned, expected, atol=1e-6)
+
+
+def test_hypotheses_start_with_the_detector_and_cover_flips_and_depths() -> None:
+    hs = hypotheses(RefineConfig())
+    assert hs[0] == Hypothesis(0.0, 1.0) and hs[0].is_detector
+    assert Hypothesis(180.0, 1.0) in hs and Hypothesis(180.0, 1.0).flipped
+    assert Hypothesis(0.0, 0.8) in hs and Hypothesis(30.0, 1.2) in hs
+    assert len(hs) == len(set(hs)) == 8 * 5
+    assert not Hypothesis(30.0, 1.0).flipped and Hypothesis(-165.0, 1.0).flipped
+
+
+def test_start_pose_keeps_the_projected_centre(picture) -> None:
+    problem = _problem(picture, TRUE_ANGLES, TRUE_T)
+    _, t = start_pose(problem, Hypothesis(180.0, 1.2))
+    assert float(t[2]) == pytest.approx(1.2 * TRUE_T[2])
+    assert float(t[0] / t[2]) == pytest.approx(TRUE_T[0] / TRUE_T[2]) and float(t[1] / t[2]) == pytest.approx(
+        TRUE_T[1] / TRUE_T[2])
+
+
+def test_coarse_score_prefers_the_true_depth(picture) -> None:
+    """The detector 20 % too far: the 0.8 hypothesis (the true depth) scores best of the depths."""
+    problem = _problem(picture, TRUE_ANGLES, tuple(1.25 * x for x in TRUE_T))
+    scored = coarse_scores(problem, LIGHT, FAST, [Hypothesis(0.0, f) for f in (0.8, 0.9, 1.0, 1.1, 1.2)])
+    assert scored[0].hypothesis == Hypothesis(0.0, 0.8)
+    assert scored[0].iou > 0.85
+
+
+def test_coarse_score_tells_a_flip_from_the_truth(picture) -> None:
+    """Started flipped, the flipped-back hypothesis (+180) scores better than the detector's heading,
+    although front and back silhouettes are nearly mirror images: shading and edges decide."""
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    scored = {s.hypothesis: s.score for s in coarse_scores(problem, LIGHT, FAST,
+                                                           [Hypothesis(0.0, 1.0), Hypothesis(180.0, 1.0)])}
+    assert scored[Hypothesis(180.0, 1.0)] < scored[Hypothesis(0.0, 1.0)]
+
+
+def test_global_stage_fixes_a_flipped_heading(picture) -> None:
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    found = refine_global(problem, LIGHT, FAST)
+    error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert found.chosen.flipped and found.outcome.improved
+    assert error < 10.0
+    # the plain refinement from the flipped start stays flipped (the local basin)
+    plain = found.detector
+    assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
+
+
+def test_global_stage_keeps_a_correct_heading(picture) -> None:
+    """A car that starts near the truth is not flipped."""
+    start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])
+    found = refine_global(_problem(picture, start, tuple(1.05 * x for x in TRUE_T)), LIGHT, FAST)
+    error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert not found.chosen.flipped
+    assert error < 3.0
+
+
+def _outcome(iou_before: float, iou_after: float, improved: bool = True) -> PoseOutcome:
+    return PoseOutcome(torch.eye(3), torch.zeros(3), 1.0, 0.5, iou_before, iou_after, 10, improved, 0.1)
+
+
+def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
+    config = RefineConfig(accept_iou_drop=0.02)
+    kept, why = accept(_outcome(0.80, 0.70), config)
+    assert not kept.improved and "0.800 -> 0.700" in why
+    fine, why = accept(_outcome(0.80, 0.79), config)
+    assert fine.improved and why is None
+    off, why = accept(_outcome(0.80, 0.70), replace(config, accept_iou_drop=None))
+    assert off.improved and why is None
