@@ -33,6 +33,8 @@ TRUE_ANGLES = (0.15, 0.7, math.pi)
 TRUE_T = (-1.0, 1.4, 12.0)
 LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
 FAST = RefineConfig(threads=1, stages=((64, "analytic", 2.0, 12), (96, "analytic", 0.0, 15)), large_stage=None)
+# the global stage with the detector's heading and the flip only (two refinements a car: the tests stay cheap)
+FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=())
 
 
 def _rotation(angles) -> torch.Tensor:
@@ -109,7 +111,7 @@ def test_coarse_score_tells_a_flip_from_the_truth(picture) -> None:
 def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
     problem = _problem(picture, flipped, TRUE_T)
-    found = refine_global(problem, LIGHT, FAST)
+    found = refine_global(problem, LIGHT, FLIPS)
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert found.chosen.flipped and found.outcome.improved
     assert error < 10.0
@@ -121,7 +123,7 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
 def test_global_stage_keeps_a_correct_heading(picture) -> None:
     """A car that starts near the truth is not flipped."""
     start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])
-    found = refine_global(_problem(picture, start, tuple(1.05 * x for x in TRUE_T)), LIGHT, FAST)
+    found = refine_global(_problem(picture, start, tuple(1.05 * x for x in TRUE_T)), LIGHT, FLIPS)
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert not found.chosen.flipped
     assert error < 3.0

@@ -94,5 +94,3 @@ class RefineConfig:
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this
     accept_iou_drop: float | None = 0.02  # a refined pose whose IoU fell more than this is rejected (None: off)
     rescore: bool = True                 # confidence from the fit's evidence (nmrlight.refine.rescore)
-    ground_prior: bool = False           # soft prior of each car's height on the photo's ground plane
-    ground_weight: float = 0.5           # its weight: loss at one residual scale (see ground.py)

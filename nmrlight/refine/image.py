@@ -27,6 +27,7 @@ from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
+from nmrlight.refine.rescore import rescored
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
 from nmrlight.refine.window import crop, make_view, projected_box
 from nmrlight.rotations import matrix_to_kaggle
@@ -161,11 +162,21 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)
         if refit is not None:
             light_fit, used = refit, used_refit
+    if config.rescore:
+        for result in results.values():
+            _rescore(result)
     lighting_result = _lighting_result(light_fit, used, config)
     if config.lighting == "fixed":
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _rescore(result: CarResult) -> None:
+    """Replace the refined car's confidence by the re-scored one (the detector's kept in extra)."""
+    result.extra["detector_confidence"] = float(result.initial.confidence)
+    p = result.refined
+    result.refined = CarPose(p.model_type, p.rotation, p.translation, rescored(result))
 
 
 def _outcome_summary(outcome, car: _Car) -> dict:
