@@ -141,3 +141,24 @@ def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
     assert fine.improved and why is None
     off, why = accept(_outcome(0.80, 0.70), replace(config, accept_iou_drop=None))
     assert off.improved and why is None
+
+
+def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
+    """Predictions paired with truth rows (a false positive pairs with none); a flipped start fixed
+    and a correct start flipped are counted."""
+    from nmrlight.io.poses import CarPose
+    from nmrlight.refine.ablation import group_stats
+
+    rot = (0.15, 0.0, math.pi)
+    flip = (0.15, math.pi, math.pi)
+    truth = {"A": [CarPose(16, rot, (0.0, 1.0, 10.0)), CarPose(16, rot, (1.0, 1.0, 20.0))]}
+    # predictions in another order: truth row 1 (flipped), a false positive, truth row 0
+    before = {"A": [CarPose(16, flip, (1.0, 1.0, 20.0)), CarPose(16, rot, (5.0, 1.0, 15.0)),
+                    CarPose(16, rot, (0.0, 1.0, 10.2))]}
+    after = {"A": [CarPose(16, rot, (1.0, 1.0, 20.0)), CarPose(16, rot, (5.0, 1.0, 15.0)),
+                   CarPose(16, flip, (0.0, 1.0, 10.0))]}
+    pairing = {"A": [1, -1, 0]}
+    (near,) = group_stats("x", truth, before, after, {"A": [1.0, 1.0, 1.0]}, near=40.0, pairing=pairing)
+    assert near.cars == 2
+    assert (near.flips_fixed, near.flips, near.flips_broken) == (1, 1, 1)
+    assert near.trans_before == pytest.approx(0.5 * 0.2 / math.sqrt(101.0))  # median of 0 and 0.2 m at 10.05 m
