@@ -162,3 +162,41 @@ def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
     assert near.cars == 2
     assert (near.flips_fixed, near.flips, near.flips_broken) == (1, 1, 1)
     assert near.trans_before == pytest.approx(0.5 * 0.2 / math.sqrt(101.0))  # median of 0 and 0.2 m at 10.05 m
+
+
+def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(picture, tmp_path) -> None:
+    """End to end on a one-car data folder: the flipped detection comes back unflipped, the
+    confidence in refined.csv is the re-scored one, the detector's is kept in extra."""
+    import csv
+
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.io.poses import CarPose
+    from nmrlight.procedural import write_models
+    from nmrlight.refine.image import refine_image
+    from nmrlight.refine.merge import write_refined
+    from nmrlight.refine.rescore import rescored
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, [MODEL])
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    flipped = CarPose(MODEL, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2]), TRUE_T, 0.7)
+    config = replace(FLIPS, global_stage=True, accept_iou_drop=0.02, rescore=True, lighting="fixed",
+                     fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
+    result = refine_image(data, "ID_one", [flipped], config)
+    car = result.cars[0]
+    assert car.extra["global"]["flipped"] and car.status == "refined"
+    error = float(geodesic_angle_deg(kaggle_to_matrix(np.array(car.refined.rotation)),
+                                     kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert error < 10.0
+    assert car.extra["detector_confidence"] == 0.7
+    assert car.refined.confidence == pytest.approx(rescored(car)) and car.refined.confidence != 0.7
+    write_refined(tmp_path / "refined.csv", ["ID_one"], {"ID_one": result}, {})
+    with open(tmp_path / "refined.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["Confidence"]) == pytest.approx(car.refined.confidence)
