@@ -177,7 +177,8 @@ def test_reports_are_written_and_parse(scene, tmp_path) -> None:
     report = json.loads((out / "report.json").read_text())
     assert report["images"][0]["image_id"] == IMAGE and len(report["images"][0]["cars"]) == 2
     page = (out / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    crops = {p.name for p in (out / "report" / "images" / IMAGE).glob("car*.jpg")}
+    assert crops == {f"car{c.index}.jpg" for c in result.cars if c.extra.get("window")} and "<img" in page
     assert (tmp_path / "gifs" / f"{IMAGE}_0.gif").is_file()
 
 

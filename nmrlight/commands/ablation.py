@@ -1,4 +1,5 @@
-"""`nmrlight ablation`: compare loss terms and lighting modes on synthetic scenes (markdown or JSON)."""
+"""`nmrlight ablation`: compare loss terms and lighting modes, or (--parts global) each part of the
+global stage switched off, on synthetic scenes (markdown or JSON)."""
 
 from __future__ import annotations
 
@@ -23,34 +24,48 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a markdown table."),
         setting: list[str] = typer.Option([], "--setting", help="Run only this setting (repeatable); "
                                           "default all."),
+        parts: str = typer.Option("losses", "--parts", help="losses: loss terms and lighting (local "
+                                  "refinement); global: the default and each part of issue 11 switched off."),
+        preset: str = typer.Option("default", "--preset", help="Preset of the synthetic data made "
+                                   "(nmrlight synth --preset)."),
     ) -> None:
         """Median errors, mAP and % of cars closer to the truth for each loss / lighting setting."""
+        from dataclasses import replace
+
         import torch
 
         from nmrlight.io.dataset import DataFolder
         from nmrlight.io.poses import read_poses
-        from nmrlight.refine.ablation import SETTINGS, markdown_table, run_ablation
+        from nmrlight.refine.ablation import GLOBAL_SETTINGS, SETTINGS, markdown_table, read_pairing, run_ablation
         from nmrlight.refine.config import RefineConfig
-        from nmrlight.synth import SynthConfig, synthesize
+        from nmrlight.synth import synthesize
+        from nmrlight.synth.presets import preset as make_preset
 
-        chosen = dict(SETTINGS)
+        if parts not in ("losses", "global"):
+            raise typer.BadParameter(f"choose losses or global, got {parts!r}", param_hint="--parts")
+        table = SETTINGS if parts == "losses" else GLOBAL_SETTINGS
+        chosen = dict(table)
         if setting:
-            unknown = [name for name in setting if name not in SETTINGS]
+            unknown = [name for name in setting if name not in table]
             if unknown:
                 raise typer.BadParameter(f"unknown setting {unknown[0]!r}; choose from: "
-                                         + "; ".join(SETTINGS), param_hint="--setting")
-            chosen = {name: SETTINGS[name] for name in setting}
+                                         + "; ".join(table), param_hint="--setting")
+            chosen = {name: table[name] for name in setting}
         torch.set_num_threads(threads)
         tmp = None
         if data is None:
             tmp = tempfile.TemporaryDirectory(prefix="nmrlight-ablation-")
             data = Path(tmp.name)
-            synthesize(data, images, seed, SynthConfig(scale=scale, cars_mean=cars))
+            config, errors = make_preset(preset, scale=scale)
+            if preset == "default":
+                config = replace(config, cars_mean=cars)
+            synthesize(data, images, seed, config, errors)
         try:
             folder = DataFolder(data)
             truth = read_poses(data / "train.csv")
             predictions = read_poses(data / "predictions.csv")
-            rows = run_ablation(folder, truth, predictions, RefineConfig(threads=threads), chosen, near)
+            rows = run_ablation(folder, truth, predictions, RefineConfig(threads=threads), chosen, near,
+                                pairing=read_pairing(data))
         finally:
             if tmp is not None:
                 tmp.cleanup()

@@ -64,4 +64,6 @@ def register(app: typer.Typer) -> None:
             console.print(f"{len(done)} cars refined, {sum(seconds) / len(seconds):.2f} s a car on average "
                           f"({run.workers} worker(s)); demo took {time.perf_counter() - start:.0f} s")
         console.print(f"outputs: {refined_dir / 'refined.csv'}, {refined_dir / 'lighting.csv'} (true: "
-                      f"{data_dir / 'lighting.csv'}), {refined_dir / 'report.json'}, {refined_dir / 'report.html'}")
+                      f"{data_dir / 'lighting.csv'}), {refined_dir / 'report.json'}")
+        console.print(f"report: open {(refined_dir / 'report.html').resolve().as_uri()} (rebuild with "
+                      f"`nmrlight report {refined_dir} --gt {data_dir / 'train.csv'}`)")

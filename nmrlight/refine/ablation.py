@@ -1,11 +1,15 @@
-"""Ablation on synthetic scenes: which loss terms and lighting modes bring the cars closer to the truth.
+"""Ablation on synthetic scenes: which loss terms, lighting modes and global parts bring the cars closer
+to the truth.
 
 For each setting the same images are refined; each prediction is paired with the true car it was
-made from (the synthetic error model keeps the rows aligned: no misses, no false positives), and
+made from (rows aligned for the default preset; through `coco/truth.json`'s `prediction_truth` for
+the kaggle preset, whose detector misses cars and adds false positives, which pair with none), and
 errors are split by true depth (nearer than `near` metres, farther). A car ends "closer" when its
 combined error rot/1 deg + translation/0.5 % (the targets' units) went down. Only cars that were
 refined count (cars without a mask pixel keep their pose and are left out of the medians). mAP is the official
-metric on each depth group (ground truth and predictions split by their depth).
+metric on each depth group (ground truth and predictions split by their depth), against every
+annotated car, false positives included. Flips: cars that started more than 90 deg off and ended
+within 90 deg ("fixed"), and cars that started within 90 deg and ended beyond ("broken").
 """
 
 from __future__ import annotations
@@ -23,14 +27,28 @@ from nmrlight.refine.image import refine_image
 from nmrlight.rotations import metric_rotation_error_deg
 
 # the four settings of the original question (silhouette vs grayscale, fixed vs learned lighting),
-# then the photo-edge term (lighting-free) alone with the silhouette and with everything (the default)
+# then the photo-edge term (lighting-free) alone with the silhouette and with everything; all of them
+# the local refinement alone (no global stage, acceptance rule or re-scoring)
+_LOCAL = {"global_stage": False, "accept_iou_drop": None, "rescore": False}  # the defaults, spelled out
 SETTINGS: dict[str, dict] = {
-    "silhouette only": {"losses": "silhouette", "lighting": "fixed", "weight_edges": 0.0},
-    "grayscale only": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0},
-    "both, fixed lighting": {"losses": "both", "lighting": "fixed", "weight_edges": 0.0},
-    "both, learned lighting": {"losses": "both", "lighting": "learn", "weight_edges": 0.0},
-    "silhouette + edges": {"losses": "silhouette", "lighting": "fixed"},
-    "both + edges, learned lighting (default)": {"losses": "both", "lighting": "learn"},
+    "silhouette only": {"losses": "silhouette", "lighting": "fixed", "weight_edges": 0.0, **_LOCAL},
+    "grayscale only": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0, **_LOCAL},
+    "both, fixed lighting": {"losses": "both", "lighting": "fixed", "weight_edges": 0.0, **_LOCAL},
+    "both, learned lighting": {"losses": "both", "lighting": "learn", "weight_edges": 0.0, **_LOCAL},
+    "silhouette + edges": {"losses": "silhouette", "lighting": "fixed", **_LOCAL},
+    "both + edges, learned lighting (default)": {"losses": "both", "lighting": "learn", **_LOCAL},
+}
+# the parts of issue 11 (docs/accuracy.md), off by default: each switched on alone, then all
+_ALL = {"global_stage": True, "accept_iou_drop": 0.02, "rescore": True}
+GLOBAL_SETTINGS: dict[str, dict] = {
+    "local refinement (default)": {},
+    "+ global stage": {"global_stage": True},
+    "+ acceptance rule": {"accept_iou_drop": 0.02},
+    "+ re-scoring": {"rescore": True},
+    "all three": _ALL,
+    "all but the global stage": {**_ALL, "global_stage": False},
+    "all but the acceptance rule": {**_ALL, "accept_iou_drop": None},
+    "all but re-scoring": {**_ALL, "rescore": False},
 }
 
 
@@ -47,6 +65,9 @@ class GroupStats:
     map_after: float
     closer: float
     seconds_per_car: float
+    flips_fixed: int = 0
+    flips: int = 0
+    flips_broken: int = 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -64,18 +85,25 @@ def _split(poses: dict[str, list[CarPose]], near: float, keep_near: bool) -> dic
 
 
 def group_stats(setting: str, truth: dict[str, list[CarPose]], before: dict[str, list[CarPose]],
-                after: dict[str, list[CarPose]], seconds: dict[str, list[float]], near: float
-                ) -> list[GroupStats]:
+                after: dict[str, list[CarPose]], seconds: dict[str, list[float]], near: float,
+                pairing: dict[str, list[int]] | None = None) -> list[GroupStats]:
+    """Per depth group; `pairing[image][k]` is the truth row of prediction k (-1: a false positive;
+    None: rows aligned)."""
     out = []
     for group, keep in ((f"< {near:g} m", True), (f">= {near:g} m", False)):
         rows, secs = [], []
-        for image_id, gts in truth.items():
-            for k, g in enumerate(gts):
-                if k >= len(before[image_id]) or (g.translation[2] < near) != keep:
+        for image_id, preds in before.items():
+            gts = truth.get(image_id, [])
+            for k in range(len(preds)):
+                t = pairing[image_id][k] if pairing is not None else k
+                if t < 0 or t >= len(gts):
+                    continue
+                g = gts[t]
+                if (g.translation[2] < near) != keep:
                     continue
                 if seconds[image_id][k] <= 0:  # not refined (no mask, not visible): left out
                     continue
-                rows.append((*car_errors(before[image_id][k], g), *car_errors(after[image_id][k], g)))
+                rows.append((*car_errors(preds[k], g), *car_errors(after[image_id][k], g)))
                 secs.append(seconds[image_id][k])
         if not rows:
             continue
@@ -88,7 +116,8 @@ def group_stats(setting: str, truth: dict[str, list[CarPose]], before: dict[str,
         out.append(GroupStats(setting, group, len(r), float(np.median(r[:, 0])), float(np.median(r[:, 2])),
                               float(np.median(r[:, 1])), float(np.median(r[:, 3])), m_before, m_after,
                               float(np.mean(score_after < score_before)),
-                              float(np.mean(secs))))
+                              float(np.mean(secs)), int(np.sum((r[:, 0] > 90) & (r[:, 2] < 90))),
+                              int(np.sum(r[:, 0] > 90)), int(np.sum((r[:, 0] <= 90) & (r[:, 2] > 90)))))
     return out
 
 
@@ -107,20 +136,33 @@ def run_setting(data: DataFolder, predictions: dict[str, list[CarPose]], config:
 
 def run_ablation(data: DataFolder, truth: dict[str, list[CarPose]], predictions: dict[str, list[CarPose]],
                  base: RefineConfig, settings: dict[str, dict] | None = None, near: float = 40.0,
-                 progress: Callable[[], None] | None = None) -> list[GroupStats]:
+                 progress: Callable[[], None] | None = None, pairing: dict[str, list[int]] | None = None
+                 ) -> list[GroupStats]:
     rows = []
     for name, overrides in (settings or SETTINGS).items():
         refined, seconds = run_setting(data, predictions, replace(base, **overrides), progress)
-        rows.extend(group_stats(name, truth, predictions, refined, seconds, near))
+        rows.extend(group_stats(name, truth, predictions, refined, seconds, near, pairing))
     return rows
+
+
+def read_pairing(folder) -> dict[str, list[int]] | None:
+    """`prediction_truth` of a synthetic folder's coco/truth.json (None when it has none)."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "coco" / "truth.json"
+    if not path.is_file():
+        return None
+    return {k: [int(t) for t in v["prediction_truth"]] for k, v in json.loads(path.read_text())["images"].items()}
 
 
 def markdown_table(rows: list[GroupStats]) -> str:
     lines = ["| setting | cars | n | median rot (deg) before -> after | median transl. (%) before -> after "
-             "| mAP before -> after | closer | s / car |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| mAP before -> after | closer | flips fixed | correct flipped | s / car |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.setting} | {r.group} | {r.cars} | {r.rot_before:.2f} -> {r.rot_after:.2f} | "
                      f"{100 * r.trans_before:.2f} -> {100 * r.trans_after:.2f} | {r.map_before:.3f} -> "
-                     f"{r.map_after:.3f} | {100 * r.closer:.0f} % | {r.seconds_per_car:.2f} |")
+                     f"{r.map_after:.3f} | {100 * r.closer:.0f} % | {r.flips_fixed}/{r.flips} | {r.flips_broken} | "
+                     f"{r.seconds_per_car:.2f} |")
     return "\n".join(lines)

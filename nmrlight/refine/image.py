@@ -21,11 +21,13 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
+from nmrlight.refine.hypotheses import accept, refine_global
 from nmrlight.refine.lighting import LightFit, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
+from nmrlight.refine.rescore import rescored
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
 from nmrlight.refine.window import crop, make_view, projected_box
 from nmrlight.rotations import matrix_to_kaggle
@@ -122,7 +124,12 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
                                  crop(photo, car.window), car.mask, hidden, neighbours)
             recorder = GifRecorder() if config.gif_dir else None
-            outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
+            if config.global_stage:
+                found = refine_global(problem, lighting, config, frame=recorder)
+                car.extra["global"] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+                outcomes[model] = (found.outcome, recorder)
+            else:
+                outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
         if len(outcomes) > 1:
             choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"])
             spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values())
@@ -130,6 +137,9 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             if choice.chosen != car.model:
                 car.use_mesh(data, choice.chosen)
         outcome, recorder = outcomes[car.model]
+        outcome, rejected = accept(outcome, config)
+        if rejected:
+            car.extra["rejected"] = rejected
         if recorder is not None:
             recorder.save(f"{config.gif_dir}/{image_id}_{car.index}.gif")
         initial = _with_model(car.pose, car.model)
@@ -152,11 +162,29 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)
         if refit is not None:
             light_fit, used = refit, used_refit
+    if config.rescore:
+        for result in results.values():
+            _rescore(result)
     lighting_result = _lighting_result(light_fit, used, config)
     if config.lighting == "fixed":
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _rescore(result: CarResult) -> None:
+    """Replace the refined car's confidence by the re-scored one (the detector's kept in extra)."""
+    result.extra["detector_confidence"] = float(result.initial.confidence)
+    p = result.refined
+    result.refined = CarPose(p.model_type, p.rotation, p.translation, rescored(result))
+
+
+def _outcome_summary(outcome, car: _Car) -> dict:
+    """The pose the refinement from the detector's start reached (the global stage's baseline)."""
+    angles = matrix_to_kaggle(outcome.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
+    return {"rotation": [float(a) for a in angles], "translation": [float(x) for x in outcome.translation.double()],
+            "iou_after": round(outcome.iou_after, 4), "loss_after": round(outcome.loss_after, 5),
+            "improved": bool(outcome.improved)}
 
 
 def _with_model(pose: CarPose, model: int) -> CarPose:

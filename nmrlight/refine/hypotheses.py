@@ -1,0 +1,203 @@
+"""Global stage: pose hypotheses per car, scored by a coarse render-and-compare, the best few refined.
+
+The local refinement only finds the basin it starts in. A real detector's errors include heading
+flips (front and back swapped, 7 % of cars), large heading errors and depth errors of 10-20 %.
+Each car gets hypotheses: the detector's heading, +-15 and +-30 deg, the flipped heading (+180 deg,
+and +-15 deg around it), each at depths along the viewing ray scaled by 0.8 ... 1.2 (the projected
+centre stays put). Each is rendered once, hard and small, with the other cars of the window, and
+scored by the blurred silhouette against the mask, the photo's edges along the outline and the
+shading under the learned light (front and back of a car have nearly mirror silhouettes, so flips
+are decided by what differs: internal edges and shading). The detector's pose and the best few
+other hypotheses whose coarse score is close to it are refined (`refine_pose`, a black box), and
+the winner is the lowest final loss, an alternative only when it beats the detector's start by
+`global_switch_margin`. `accept` (used with or without the global stage): the final pose must
+fit the mask about as well as the detector's pose did (IoU), else the car keeps the detector's pose
+(a wrong basin is not an improvement).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.pose import CarProblem, PoseOutcome, refine_pose
+from nmrlight.refine.window import View, gaussian_blur, make_view
+from nmrlight.render import render
+from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A start pose: the detector's turned by `heading_deg` about the car's own vertical axis and moved
+    along the viewing ray to `depth_factor` times its depth."""
+
+    heading_deg: float
+    depth_factor: float
+
+    @property
+    def flipped(self) -> bool:
+        return abs(_wrap_deg(self.heading_deg)) > 90.0
+
+    @property
+    def is_detector(self) -> bool:
+        return self.heading_deg == 0.0 and self.depth_factor == 1.0
+
+    def label(self) -> str:
+        return f"{self.heading_deg:+g}deg x{self.depth_factor:g}"
+
+
+@dataclass
+class Scored:
+    hypothesis: Hypothesis
+    score: float          # coarse loss (lower is better)
+    iou: float
+
+
+@dataclass
+class GlobalOutcome:
+    """The chosen refinement and what the global stage saw (for the report and the re-scoring)."""
+
+    outcome: PoseOutcome
+    chosen: Hypothesis
+    scored: list[Scored] = field(default_factory=list)
+    refined: dict[str, float] = field(default_factory=dict)   # hypothesis label -> final loss
+    margin: float = 0.0       # final loss of the runner-up minus the winner's (0: one refined)
+    detector: PoseOutcome | None = None   # the refinement started from the detector's pose
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
+                "coarse": [[s.hypothesis.label(), round(s.score, 4)] for s in self.scored[:5]],
+                "refined": {k: round(v, 4) for k, v in self.refined.items()},
+                "margin": round(self.margin, 4), "seconds": round(self.seconds, 3)}
+
+
+def _wrap_deg(angle: float) -> float:
+    return (angle + 180.0) % 360.0 - 180.0
+
+
+def heading_turn(degrees: float) -> torch.Tensor:
+    """Rotation about the model's vertical (y) axis; applied on the right of a pose's rotation it turns
+    the car about its own up axis, whatever the camera's pitch and roll."""
+    a = math.radians(degrees)
+    c, s = math.cos(a), math.sin(a)
+    return torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]], dtype=torch.float32)
+
+
+def hypotheses(config: RefineConfig) -> list[Hypothesis]:
+    """The detector's pose first, then every configured heading and depth combination."""
+    out = [Hypothesis(0.0, 1.0)]
+    for heading in (0.0, *config.global_headings_deg):
+        for factor in (1.0, *config.global_depth_factors):
+            h = Hypothesis(float(heading), float(factor))
+            if h not in out:
+                out.append(h)
+    return out
+
+
+def start_pose(problem: CarProblem, h: Hypothesis) -> tuple[torch.Tensor, torch.Tensor]:
+    rotation = problem.rotation.float() @ heading_turn(h.heading_deg)
+    return rotation, problem.translation.float() * h.depth_factor
+
+
+def coarse_scores(problem: CarProblem, lighting: Lighting, config: RefineConfig,
+                  candidates: list[Hypothesis]) -> list[Scored]:
+    """Each hypothesis rendered once (hard, `global_size` pixels) and scored; sorted, best first."""
+    view = make_view(problem.camera, problem.box, config.global_size, problem.photo, problem.mask,
+                     problem.hidden, config.erode_pixels)
+    sigma = config.global_sigma
+    mask_blurred = gaussian_blur(view.mask, sigma)
+    edges = edge_map(gaussian_blur(view.photo, config.edge_sigma), gaussian_blur(view.mask, config.edge_sigma))
+    others = [MeshObject(n.vertices, n.faces, n.rotation, n.translation) for n in problem.neighbours]
+    out = []
+    with torch.no_grad():
+        for h in candidates:
+            rotation, translation = start_pose(problem, h)
+            if float(translation[2]) <= 0:
+                continue
+            scene = Scene([MeshObject(problem.vertices, problem.faces, rotation, translation), *others])
+            rendered = render(scene, view.camera, lighting, edges="none", outputs={"image"})
+            out.append(Scored(h, *_score(rendered, view, mask_blurred, edges, sigma, config)))
+    out.sort(key=lambda s: s.score)
+    return out
+
+
+def _score(rendered, view: View, mask_blurred: torch.Tensor, edges: torch.Tensor, sigma: float,
+           config: RefineConfig) -> tuple[float, float]:
+    hard = rendered.object_id == 0
+    alpha = hard.float()
+    loss = config.weight_silhouette * silhouette_loss(gaussian_blur(alpha, sigma), mask_blurred, view.weight)
+    if config.losses in ("grayscale", "both"):
+        loss = loss + config.weight_grayscale * grayscale_loss(rendered.image[0], hard, view.photo, view.interior,
+                                                               config.huber_delta, config.grayscale_trim)
+    if config.weight_edges > 0:
+        blurred = gaussian_blur(alpha, config.edge_sigma)
+        loss = loss + config.global_edge_weight * edge_alignment_loss(blurred, edges, view.weight)
+    return float(loss), float(soft_iou(alpha, view.mask, view.weight))
+
+
+def _family(h: Hypothesis) -> object:
+    if h.heading_deg != 0.0:
+        return h.heading_deg
+    return "detector" if h.depth_factor == 1.0 else "depth"
+
+
+def _shortlist(scored: list[Scored], config: RefineConfig) -> list[Hypothesis]:
+    """The detector's pose, then up to `global_refine` others, the best of each heading (and the best
+    other depth at the detector's heading), whose coarse score is within `global_refine_margin` of it."""
+    detector = next((s for s in scored if s.hypothesis.is_detector), None)
+    if detector is None:
+        return []
+    chosen, families = [detector.hypothesis], {"detector"}
+    for s in scored:
+        if len(chosen) > config.global_refine or s.score > detector.score + config.global_refine_margin:
+            break
+        if _family(s.hypothesis) in families:
+            continue
+        chosen.append(s.hypothesis)
+        families.add(_family(s.hypothesis))
+    return chosen
+
+
+def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None) -> GlobalOutcome:
+    """The global stage for one car; returns the accepted refinement (or the detector's pose kept)."""
+    began = time.perf_counter()
+    scored = coarse_scores(problem, lighting, config, hypotheses(config))
+    shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
+    outcomes: dict[Hypothesis, PoseOutcome] = {}
+    for h in shortlist:
+        rotation, translation = start_pose(problem, h)
+        outcomes[h] = refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, config,
+                                  frame=frame if h.is_detector else None)
+    base = outcomes[shortlist[0]]
+    # an alternative wins only when its final loss beats the detector's start and refinement by a margin
+    best_h, best = shortlist[0], base
+    for h, o in outcomes.items():
+        if h.is_detector:
+            continue
+        if o.loss_after < min(best.loss_after, base.loss_before) - config.global_switch_margin:
+            best_h, best = h, o
+    finals = sorted(o.loss_after for o in outcomes.values())
+    margin = finals[1] - finals[0] if len(finals) > 1 else 0.0
+    chosen = replace(best, loss_before=base.loss_before, iou_before=base.iou_before,
+                     seconds=sum(o.seconds for o in outcomes.values()),
+                     iterations=sum(o.iterations for o in outcomes.values()),
+                     improved=best.loss_after < base.loss_before)
+    return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
+                         margin, base, time.perf_counter() - began)
+
+
+def accept(outcome: PoseOutcome, config: RefineConfig) -> tuple[PoseOutcome, str | None]:
+    """The outcome, or the detector's pose kept (improved False) when the evidence does not support
+    the move: its overlap with the mask fell by more than `accept_iou_drop` (None: no check)."""
+    if config.accept_iou_drop is None or not outcome.improved:
+        return outcome, None
+    if outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
+        return replace(outcome, improved=False), f"IoU fell {outcome.iou_before:.3f} -> {outcome.iou_after:.3f}"
+    return outcome, None

@@ -1,0 +1,202 @@
+"""Global stage: heading/flip/depth hypotheses, their coarse scores, and the acceptance rule."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nmrlight.camera import Camera
+from nmrlight.procedural import car_for_model
+from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.hypotheses import (
+    Hypothesis,
+    accept,
+    coarse_scores,
+    heading_turn,
+    hypotheses,
+    refine_global,
+    start_pose,
+)
+from nmrlight.refine.pose import CarProblem, PoseOutcome
+from nmrlight.refine.window import crop, projected_box
+from nmrlight.render import render
+from nmrlight.rotations import geodesic_angle_deg, kaggle_to_matrix
+from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
+
+MODEL = 17
+TRUE_ANGLES = (0.15, 0.7, math.pi)
+TRUE_T = (-1.0, 1.4, 12.0)
+LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
+FAST = RefineConfig(threads=1, stages=((64, "analytic", 2.0, 12), (96, "analytic", 0.0, 15)), large_stage=None)
+# the global stage with the detector's heading and the flip only (two refinements a car: the tests stay cheap)
+FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=())
+
+
+def _rotation(angles) -> torch.Tensor:
+    return torch.as_tensor(kaggle_to_matrix(np.asarray(angles, dtype=float)), dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def picture():
+    """One uniformly painted procedural car under a known light (photo, its exact mask, the camera)."""
+    torch.set_num_threads(1)
+    camera = Camera.kaggle().scaled(0.25)
+    mesh = car_for_model(MODEL).mesh
+    v = torch.as_tensor(mesh.object_vertices(), dtype=torch.float32)
+    f = torch.as_tensor(mesh.faces, dtype=torch.long)
+    car = MeshObject(v, f, _rotation(TRUE_ANGLES), torch.tensor(TRUE_T), albedo=(0.7,))
+    with torch.no_grad():
+        out = render(Scene([car]), camera, LIGHT, background=0.3, outputs={"image"})
+    photo = out.image[0].numpy()
+    mask = (out.object_id == 0).numpy()
+    return camera, v, f, photo, mask
+
+
+def _problem(picture, angles, translation) -> CarProblem:
+    camera, v, f, photo, mask = picture
+    true_box = projected_box(v @ _rotation(TRUE_ANGLES).T + torch.tensor(TRUE_T), camera)
+    box = true_box.padded(0.3, 2, camera.width, camera.height)
+    return CarProblem(v, f, _rotation(angles), torch.tensor(translation, dtype=torch.float32), camera, box,
+                      crop(photo, box), crop(mask, box), None, [])
+
+
+def test_heading_turn_adds_to_the_kaggle_heading() -> None:
+    """R(v1, v2, v3) @ Ry(d) = R(v1, v2 + d, v3): the turn is about the car's own vertical axis."""
+    angles = np.array([0.2, -1.1, 3.0])
+    turned = _rotation(angles) @ heading_turn(40.0)
+    expected = _rotation(angles + np.array([0.0, math.radians(40.0), 0.0]))
+    assert torch.allclose(turned, expected, atol=1e-6)
+
+
+def test_hypotheses_start_with_the_detector_and_cover_flips_and_depths() -> None:
+    hs = hypotheses(RefineConfig())
+    assert hs[0] == Hypothesis(0.0, 1.0) and hs[0].is_detector
+    assert Hypothesis(180.0, 1.0) in hs and Hypothesis(180.0, 1.0).flipped
+    assert Hypothesis(0.0, 0.8) in hs and Hypothesis(30.0, 1.2) in hs
+    assert len(hs) == len(set(hs)) == 8 * 5
+    assert not Hypothesis(30.0, 1.0).flipped and Hypothesis(-165.0, 1.0).flipped
+
+
+def test_start_pose_keeps_the_projected_centre(picture) -> None:
+    problem = _problem(picture, TRUE_ANGLES, TRUE_T)
+    _, t = start_pose(problem, Hypothesis(180.0, 1.2))
+    assert float(t[2]) == pytest.approx(1.2 * TRUE_T[2])
+    assert float(t[0] / t[2]) == pytest.approx(TRUE_T[0] / TRUE_T[2]) and float(t[1] / t[2]) == pytest.approx(
+        TRUE_T[1] / TRUE_T[2])
+
+
+def test_coarse_score_prefers_the_true_depth(picture) -> None:
+    """The detector 20 % too far: the 0.8 hypothesis (the true depth) scores best of the depths."""
+    problem = _problem(picture, TRUE_ANGLES, tuple(1.25 * x for x in TRUE_T))
+    scored = coarse_scores(problem, LIGHT, FAST, [Hypothesis(0.0, f) for f in (0.8, 0.9, 1.0, 1.1, 1.2)])
+    assert scored[0].hypothesis == Hypothesis(0.0, 0.8)
+    assert scored[0].iou > 0.85
+
+
+def test_coarse_score_tells_a_flip_from_the_truth(picture) -> None:
+    """Started flipped, the flipped-back hypothesis (+180) scores better than the detector's heading,
+    although front and back silhouettes are nearly mirror images: shading and edges decide."""
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    scored = {s.hypothesis: s.score for s in coarse_scores(problem, LIGHT, FAST,
+                                                           [Hypothesis(0.0, 1.0), Hypothesis(180.0, 1.0)])}
+    assert scored[Hypothesis(180.0, 1.0)] < scored[Hypothesis(0.0, 1.0)]
+
+
+def test_global_stage_fixes_a_flipped_heading(picture) -> None:
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    found = refine_global(problem, LIGHT, FLIPS)
+    error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert found.chosen.flipped and found.outcome.improved
+    assert error < 10.0
+    # the plain refinement from the flipped start stays flipped (the local basin)
+    plain = found.detector
+    assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
+
+
+def test_global_stage_keeps_a_correct_heading(picture) -> None:
+    """A car that starts near the truth is not flipped."""
+    start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])
+    found = refine_global(_problem(picture, start, tuple(1.05 * x for x in TRUE_T)), LIGHT, FLIPS)
+    error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert not found.chosen.flipped
+    assert error < 3.0
+
+
+def _outcome(iou_before: float, iou_after: float, improved: bool = True) -> PoseOutcome:
+    return PoseOutcome(torch.eye(3), torch.zeros(3), 1.0, 0.5, iou_before, iou_after, 10, improved, 0.1)
+
+
+def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
+    config = RefineConfig(accept_iou_drop=0.02)
+    kept, why = accept(_outcome(0.80, 0.70), config)
+    assert not kept.improved and "0.800 -> 0.700" in why
+    fine, why = accept(_outcome(0.80, 0.79), config)
+    assert fine.improved and why is None
+    off, why = accept(_outcome(0.80, 0.70), replace(config, accept_iou_drop=None))
+    assert off.improved and why is None
+
+
+def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
+    """Predictions paired with truth rows (a false positive pairs with none); a flipped start fixed
+    and a correct start flipped are counted."""
+    from nmrlight.io.poses import CarPose
+    from nmrlight.refine.ablation import group_stats
+
+    rot = (0.15, 0.0, math.pi)
+    flip = (0.15, math.pi, math.pi)
+    truth = {"A": [CarPose(16, rot, (0.0, 1.0, 10.0)), CarPose(16, rot, (1.0, 1.0, 20.0))]}
+    # predictions in another order: truth row 1 (flipped), a false positive, truth row 0
+    before = {"A": [CarPose(16, flip, (1.0, 1.0, 20.0)), CarPose(16, rot, (5.0, 1.0, 15.0)),
+                    CarPose(16, rot, (0.0, 1.0, 10.2))]}
+    after = {"A": [CarPose(16, rot, (1.0, 1.0, 20.0)), CarPose(16, rot, (5.0, 1.0, 15.0)),
+                   CarPose(16, flip, (0.0, 1.0, 10.0))]}
+    pairing = {"A": [1, -1, 0]}
+    (near,) = group_stats("x", truth, before, after, {"A": [1.0, 1.0, 1.0]}, near=40.0, pairing=pairing)
+    assert near.cars == 2
+    assert (near.flips_fixed, near.flips, near.flips_broken) == (1, 1, 1)
+    assert near.trans_before == pytest.approx(0.5 * 0.2 / math.sqrt(101.0))  # median of 0 and 0.2 m at 10.05 m
+
+
+def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(picture, tmp_path) -> None:
+    """End to end on a one-car data folder: the flipped detection comes back unflipped, the
+    confidence in refined.csv is the re-scored one, the detector's is kept in extra."""
+    import csv
+
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.io.poses import CarPose
+    from nmrlight.procedural import write_models
+    from nmrlight.refine.image import refine_image
+    from nmrlight.refine.merge import write_refined
+    from nmrlight.refine.rescore import rescored
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, [MODEL])
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    flipped = CarPose(MODEL, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2]), TRUE_T, 0.7)
+    config = replace(FLIPS, global_stage=True, accept_iou_drop=0.02, rescore=True, lighting="fixed",
+                     fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
+    result = refine_image(data, "ID_one", [flipped], config)
+    car = result.cars[0]
+    assert car.extra["global"]["flipped"] and car.status == "refined"
+    error = float(geodesic_angle_deg(kaggle_to_matrix(np.array(car.refined.rotation)),
+                                     kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert error < 10.0
+    assert car.extra["detector_confidence"] == 0.7
+    assert car.refined.confidence == pytest.approx(rescored(car)) and car.refined.confidence != 0.7
+    write_refined(tmp_path / "refined.csv", ["ID_one"], {"ID_one": result}, {})
+    with open(tmp_path / "refined.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["Confidence"]) == pytest.approx(car.refined.confidence)
