@@ -84,6 +84,8 @@ def _photo_task(report_dir: str, data_root: str | None, result: dict, errors: di
             assets = write_assets(DataFolder(data_root), image, folder)
         except NmrlightError as exc:
             assets = Assets(notes=[f"no pictures: {exc}"])
+        except Exception as exc:  # noqa: BLE001 - one photograph's bad data must not stop a batch report
+            assets = Assets(notes=[f"no pictures: {type(exc).__name__}: {exc}"])
     rows = car_rows([image])
     errs = {int(k): v for k, v in errors.items()} if errors is not None else None
     write_atomic(folder.with_suffix(".html"), photo_page(image, rows, assets, errs, key))
