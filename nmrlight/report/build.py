@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +30,6 @@ from nmrlight.report.summary_page import summary_page
 
 REPORT_VERSION = 1        # bump when the pictures or pages change, so rebuilds redraw them
 REPORT_DIR = "report"
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -93,7 +91,7 @@ def _photo_task(report_dir: str, data_root: str | None, result: dict, errors: di
 
 
 def _photo_pages(report_dir: Path, data: DataFolder | None, results: Sequence[ImageResult], dicts: Sequence[dict],
-                 errors: Mapping[str, dict] | None, workers: int, stats: BuildStats, log: Log) -> None:
+                 errors: Mapping[str, dict] | None, workers: int, stats: BuildStats) -> None:
     (report_dir / "images").mkdir(parents=True, exist_ok=True)
     root = str(data.root.resolve()) if data is not None else None
     tasks = []
@@ -119,10 +117,9 @@ def _photo_pages(report_dir: Path, data: DataFolder | None, results: Sequence[Im
 
 def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFolder | None,
                  truth: Mapping[str, Sequence[CarPose]] | None = None, gt_path: str | Path | None = None,
-                 workers: int = 1, log: Log | None = None) -> BuildStats:
+                 workers: int = 1) -> BuildStats:
     """Write report.json, report.html and OUT/report/ for `results` (lighting.csv is the caller's)."""
     start = time.perf_counter()
-    log = log or (lambda message: None)
     out = Path(out)
     report_dir = out / REPORT_DIR
     (report_dir / "plots").mkdir(parents=True, exist_ok=True)
@@ -155,7 +152,7 @@ def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFold
     if errors is not None:
         plots.plot_accuracy(report["accuracy"]["per_car"], plot_dir / "accuracy.png")
 
-    _photo_pages(report_dir, data, results, dicts, errors, workers, stats, log)
+    _photo_pages(report_dir, data, results, dicts, errors, workers, stats)
     write_atomic(report_dir / "photos.html", photos_page(results, by_image, errors))
     write_atomic(report_dir / "cars.html", cars_page(rows, errors))
     write_atomic(out / "report.html", summary_page(report, report_dir))
@@ -163,7 +160,7 @@ def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFold
     return stats
 
 
-def load_results(out: str | Path, log: Log | None = None) -> tuple[list[ImageResult], list[str]]:
+def load_results(out: str | Path) -> tuple[list[ImageResult], list[str]]:
     """Every OUT/images/*.json, in the run's input order when its predictions file is readable
     (else by file name); unreadable files are skipped and named in the second list."""
     out = Path(out)
