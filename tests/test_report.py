@@ -444,3 +444,25 @@ def test_parallel_build_writes_the_same_pages(run, tmp_path) -> None:
         assert (out / "report" / "images" / name).read_text() == (run.out / "report" / "images" / name).read_text()
         assert (out / "report" / "images" / r.image_id / "photo.jpg").read_bytes() == (
             run.out / "report" / "images" / r.image_id / "photo.jpg").read_bytes()
+
+
+def test_failed_and_empty_runs_still_make_a_consistent_report(tmp_path) -> None:
+    pose = CarPose(16, (0.1, 0.2, 3.1), (1.0, 2.0, 20.0))
+    failed = ImageResult("ID_bad", [CarResult(0, pose, pose, status="image failed")], None, status="failed",
+                         error="mask ID_bad.png: size 9x7 (WxH) differs from the image")
+    for name, results in (("failed", [failed]), ("empty", [])):
+        out = tmp_path / name
+        stats = write_reports(out, results, None)
+        assert stats.pages_written == len(results)
+        report = json.loads((out / "report.json").read_text())
+        page = _parse(out / "report.html")
+        for key, _, text in page.keyed:
+            value = _resolve(report, key)
+            assert text == ("–" if value is None else text) and (value is not None or text == "–"), key
+        assert not re.search(r"\d", "".join(page.loose_text))
+    assert report["summary"]["images"] == 0
+    failed_report = json.loads((tmp_path / "failed" / "report.json").read_text())["summary"]
+    assert failed_report["images_by_status"] == {"failed": 1}
+    assert failed_report["failed_images"] == [{"image_id": "ID_bad", "error": failed.error}]
+    assert failed.error in (tmp_path / "failed" / "report.html").read_text()
+    assert "data folder is unknown" in (tmp_path / "failed" / "report" / "images" / "ID_bad.html").read_text()

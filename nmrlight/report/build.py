@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +25,11 @@ from nmrlight.report.accuracy import accuracy_of
 from nmrlight.report.assets import Assets, write_assets
 from nmrlight.report.html import fingerprint, page_key, page_name
 from nmrlight.report.pages import cars_page, photo_page, photos_page
-from nmrlight.report.summary import car_rows, summary_of
+from nmrlight.report.summary import CarRow, car_rows, summary_of
 from nmrlight.report.summary_page import summary_page
 
 REPORT_VERSION = 1        # bump when the pictures or pages change, so rebuilds redraw them
 REPORT_DIR = "report"
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -60,14 +58,15 @@ def run_info(out: Path) -> dict:
 
 
 def report_dict(out: Path, results: Sequence[ImageResult], truth: Mapping[str, Sequence[CarPose]] | None = None,
-                gt_path: str | Path | None = None) -> dict:
+                gt_path: str | Path | None = None, rows: Sequence[CarRow] | None = None,
+                dicts: Sequence[dict] | None = None) -> dict:
     """The content of report.json: run, summary, accuracy (with ground truth) and every image's result."""
-    rows = car_rows(results)
+    rows = car_rows(results) if rows is None else rows
     report = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run": run_info(out),
               "summary": summary_of(results, rows)}
     if truth is not None:
         report["accuracy"] = accuracy_of(results, truth, gt_path or "ground truth")
-    report["images"] = [r.to_dict() for r in results]
+    report["images"] = list(dicts) if dicts is not None else [r.to_dict() for r in results]
     return report
 
 
@@ -83,19 +82,20 @@ def _photo_task(report_dir: str, data_root: str | None, result: dict, errors: di
             assets = write_assets(DataFolder(data_root), image, folder)
         except NmrlightError as exc:
             assets = Assets(notes=[f"no pictures: {exc}"])
+        except Exception as exc:  # noqa: BLE001 - one photograph's bad data must not stop a batch report
+            assets = Assets(notes=[f"no pictures: {type(exc).__name__}: {exc}"])
     rows = car_rows([image])
     errs = {int(k): v for k, v in errors.items()} if errors is not None else None
     write_atomic(folder.with_suffix(".html"), photo_page(image, rows, assets, errs, key))
     return [f"{image.image_id}: {n}" for n in assets.notes]
 
 
-def _photo_pages(report_dir: Path, data: DataFolder | None, results: Sequence[ImageResult],
-                 errors: Mapping[str, dict] | None, workers: int, stats: BuildStats, log: Log) -> None:
+def _photo_pages(report_dir: Path, data: DataFolder | None, results: Sequence[ImageResult], dicts: Sequence[dict],
+                 errors: Mapping[str, dict] | None, workers: int, stats: BuildStats) -> None:
     (report_dir / "images").mkdir(parents=True, exist_ok=True)
     root = str(data.root.resolve()) if data is not None else None
     tasks = []
-    for result in results:
-        d = result.to_dict()
+    for result, d in zip(results, dicts, strict=True):
         errs = errors.get(result.image_id, {}) if errors is not None else None
         key = fingerprint(REPORT_VERSION, d, errs, root)
         page = report_dir / "images" / f"{page_name(result.image_id)}.html"
@@ -117,19 +117,19 @@ def _photo_pages(report_dir: Path, data: DataFolder | None, results: Sequence[Im
 
 def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFolder | None,
                  truth: Mapping[str, Sequence[CarPose]] | None = None, gt_path: str | Path | None = None,
-                 workers: int = 1, log: Log | None = None) -> BuildStats:
+                 workers: int = 1) -> BuildStats:
     """Write report.json, report.html and OUT/report/ for `results` (lighting.csv is the caller's)."""
     start = time.perf_counter()
-    log = log or (lambda message: None)
     out = Path(out)
     report_dir = out / REPORT_DIR
     (report_dir / "plots").mkdir(parents=True, exist_ok=True)
     results = list(results)
     stats = BuildStats(photos=len(results))
-    report = report_dict(out, results, truth, gt_path)
-    write_atomic(out / "report.json", json.dumps(report, indent=1) + "\n")
-
     rows = car_rows(results)
+    dicts = [r.to_dict() for r in results]      # computed once: report.json and the pages' fingerprints
+    report = report_dict(out, results, truth, gt_path, rows, dicts)
+    write_atomic(out / "report.json", json.dumps(report) + "\n")
+
     by_image: dict[str, list] = {}
     for r in rows:
         by_image.setdefault(r.image_id, []).append(r)
@@ -152,7 +152,7 @@ def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFold
     if errors is not None:
         plots.plot_accuracy(report["accuracy"]["per_car"], plot_dir / "accuracy.png")
 
-    _photo_pages(report_dir, data, results, errors, workers, stats, log)
+    _photo_pages(report_dir, data, results, dicts, errors, workers, stats)
     write_atomic(report_dir / "photos.html", photos_page(results, by_image, errors))
     write_atomic(report_dir / "cars.html", cars_page(rows, errors))
     write_atomic(out / "report.html", summary_page(report, report_dir))
@@ -160,7 +160,7 @@ def build_report(out: str | Path, results: Sequence[ImageResult], data: DataFold
     return stats
 
 
-def load_results(out: str | Path, log: Log | None = None) -> tuple[list[ImageResult], list[str]]:
+def load_results(out: str | Path) -> tuple[list[ImageResult], list[str]]:
     """Every OUT/images/*.json, in the run's input order when its predictions file is readable
     (else by file name); unreadable files are skipped and named in the second list."""
     out = Path(out)

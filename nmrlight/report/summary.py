@@ -46,22 +46,25 @@ class CarRow:
         return asdict(self)
 
 
-def car_row(image_id: str, car: CarResult) -> CarRow:
-    """The report's row of one car, with how far it moved."""
-    r0 = kaggle_to_matrix(np.asarray(car.initial.rotation, dtype=np.float64))
-    r1 = kaggle_to_matrix(np.asarray(car.refined.rotation, dtype=np.float64))
-    t0 = np.asarray(car.initial.translation, dtype=np.float64)
-    t1 = np.asarray(car.refined.translation, dtype=np.float64)
-    return CarRow(image_id=image_id, index=car.index, status=car.status, model_type=int(car.initial.model_type),
-                  depth_m=float(t0[2]), iou_before=car.iou_before, iou_after=car.iou_after,
-                  seconds=float(car.seconds), iterations=int(car.iterations),
-                  rotation_change_deg=float(geodesic_angle_deg(r0, r1)),
-                  depth_change_rel=float((t1[2] - t0[2]) / t0[2]) if t0[2] != 0 else 0.0,
-                  shift_m=float(np.linalg.norm(t1 - t0)), extra=dict(car.extra))
-
-
 def car_rows(results: Sequence[ImageResult]) -> list[CarRow]:
-    return [car_row(r.image_id, c) for r in results for c in r.cars]
+    """The report's row of every car, with how far it moved (rotations converted in one batch)."""
+    cars: list[tuple[str, CarResult]] = [(r.image_id, c) for r in results for c in r.cars]
+    if not cars:
+        return []
+    r0 = kaggle_to_matrix(np.asarray([c.initial.rotation for _, c in cars], dtype=np.float64))
+    r1 = kaggle_to_matrix(np.asarray([c.refined.rotation for _, c in cars], dtype=np.float64))
+    turned = np.atleast_1d(np.asarray(geodesic_angle_deg(r0, r1), dtype=np.float64))
+    t0 = np.asarray([c.initial.translation for _, c in cars], dtype=np.float64)
+    t1 = np.asarray([c.refined.translation for _, c in cars], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.where(t0[:, 2] != 0, (t1[:, 2] - t0[:, 2]) / t0[:, 2], 0.0)
+    shift = np.linalg.norm(t1 - t0, axis=1)
+    return [CarRow(image_id=image_id, index=car.index, status=car.status, model_type=int(car.initial.model_type),
+                   depth_m=float(t0[k, 2]), iou_before=car.iou_before, iou_after=car.iou_after,
+                   seconds=float(car.seconds), iterations=int(car.iterations),
+                   rotation_change_deg=float(turned[k]), depth_change_rel=float(depth[k]), shift_m=float(shift[k]),
+                   extra=dict(car.extra))
+            for k, (image_id, car) in enumerate(cars)]
 
 
 def stats(values: Sequence[float | None]) -> dict:
