@@ -155,7 +155,7 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
         if options.submission or inputs.format == "submission":
             write_submission(out / "submission.csv",
                              {i: (results[i].refined_poses() if i in results else []) for i in selected})
-        _reports(out, ordered, data, predictions, emit)
+        _reports(out, ordered, data, predictions, min(options.workers or cpu_cores(), cpu_cores()))
         summary.seconds = time.perf_counter() - start
         record = json.loads((out / RUN_FILE).read_text())
         record["summary"] = summary.to_dict()
@@ -208,16 +208,12 @@ def _drive(backend, todo: list[str], predictions: dict[str, list[CarPose]], opti
         bar.close()
 
 
-def _reports(out: Path, results: list[ImageResult], data, predictions: dict[str, list[CarPose]], emit: Log
+def _reports(out: Path, results: list[ImageResult], data, predictions: dict[str, list[CarPose]], workers: int
              ) -> None:
-    try:
-        from nmrlight.refine.report import write_reports
-    except ModuleNotFoundError as exc:  # the report module is built separately
-        if exc.name != "nmrlight.refine.report":
-            raise
-        emit("reports not written: nmrlight.refine.report is not available")
-        return
-    write_reports(out, results, data, predictions)
+    """lighting.csv, report.json and the HTML report, drawn on up to `workers` local processes."""
+    from nmrlight.refine.report import write_reports
+
+    write_reports(out, results, data, predictions, workers=workers)
 
 
 def _write_status(emit: Log, bar, message: str) -> None:
