@@ -310,13 +310,13 @@ def test_evaluate_cli(tmp_path):
     gt = tmp_path / "gt.csv"
     write_poses(gt, {"A": [CarPose(0, (0.15, 1.0, -3.1), (-3.0, 6.0, 12.0))]}, confidence=False)
     done = subprocess.run([*NMRLIGHT, "evaluate", "--gt", str(gt), "--pred", str(gt), "--json"],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["map"] == 1.0
     bad = tmp_path / "bad.csv"
     bad.write_text("ImageId,PredictionString\nA,0 1 2\n")
     done = subprocess.run([*NMRLIGHT, "evaluate", "--gt", str(gt), "--pred", str(bad)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.startswith("error: pose file") and str(bad) in done.stderr
     assert "Traceback" not in done.stderr
