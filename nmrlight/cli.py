@@ -12,7 +12,8 @@ from nmrlight.errors import NmrlightError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Render-and-compare car pose refinement with learned lighting.")
 
-_COMMAND_MODULES = ("bench", "evaluate", "synth", "render", "refine", "demo", "scale_bench", "ablation")
+_COMMAND_MODULES = ("bench", "evaluate", "synth", "render", "refine", "demo", "scale_bench", "ablation",
+                    "lighting_eval")
 
 
 def _register_commands() -> None:

@@ -73,3 +73,9 @@ class RefineConfig:
     align_start: bool = True
     align_below_iou: float = 0.5         # ... for cars whose initial IoU with the mask is below this
     align_min_visible: float = 0.15      # ... and whose mask is at least this fraction of their area
+    # --- lighting fit (docs/lighting.md) ---
+    lighting_materials: str = "classes"  # one albedo a car ("single") or a car and material class ("classes")
+    lighting_robust: str = "cauchy"      # reweighting of the lighting residuals: "huber" or "cauchy"
+    lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
+    lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
+    lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
