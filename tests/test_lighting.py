@@ -16,8 +16,8 @@ from nmrlight.camera import Camera
 from nmrlight.cli import app
 from nmrlight.errors import NmrlightError
 from nmrlight.io.cars import read_car_json
-from nmrlight.procedural import WHEEL, WINDOW, car_for_model
 from nmrlight.procedural import BODY as P_BODY
+from nmrlight.procedural import WHEEL, WINDOW, car_for_model
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.image import check_config
 from nmrlight.refine.lighting import (

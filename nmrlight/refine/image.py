@@ -10,7 +10,7 @@ the camera or outside the image ("not visible").
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -120,13 +120,17 @@ def lighting_options(config: RefineConfig) -> FitOptions:
                       agree=config.lighting_agree, bootstrap=config.lighting_bootstrap)
 
 
-def fit_samples(samples: list[LightSample], config: RefineConfig) -> tuple[LightFit | None, list[int]]:
-    """The lighting fitted on `samples`, with its uncertainty and self-consistency; the row indices used."""
+def fit_samples(samples: list[LightSample], config: RefineConfig, final: bool = True
+                ) -> tuple[LightFit | None, list[int]]:
+    """The lighting fitted on `samples`, and the row indices of the cars used. When `final` (the fit that
+    is reported), also its uncertainty and self-consistency."""
     options = lighting_options(config)
+    if not final:
+        options = replace(options, bootstrap=0)
     fit = fit_lighting(samples, options=options)
     if fit is None:
         return None, []
-    if config.lighting_consistency:
+    if final and config.lighting_consistency:
         check = consistency(samples, options)
         if check is not None:
             fit.consistency_deg, fit.consistency_ambient = check.angle_deg, check.ambient_gap
@@ -134,8 +138,8 @@ def fit_samples(samples: list[LightSample], config: RefineConfig) -> tuple[Light
 
 
 def _fit_lighting(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray,
-                  config: RefineConfig) -> tuple[LightFit | None, list[int]]:
-    return fit_samples(lighting_samples(cars, camera, photo, labels, config, config.lighting_cars), config)
+                  config: RefineConfig, final: bool = True) -> tuple[LightFit | None, list[int]]:
+    return fit_samples(lighting_samples(cars, camera, photo, labels, config, config.lighting_cars), config, final)
 
 
 def _lighting_result(fit: LightFit | None, used: list[int], config: RefineConfig) -> LightingResult:
@@ -166,7 +170,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
 
     light_fit, used = (None, [])
     if config.lighting == "learn" and labels is not None:
-        light_fit, used = _fit_lighting(state, camera, photo, labels, config)
+        light_fit, used = _fit_lighting(state, camera, photo, labels, config, final=not config.lighting_refit)
     lighting = light_fit.lighting() if light_fit is not None else _fixed(config)
 
     results: dict[int, CarResult] = {}

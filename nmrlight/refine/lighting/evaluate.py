@@ -28,7 +28,6 @@ from nmrlight.refine.lighting.fit import MIN_PIXELS, direction_error_deg, normal
 _PLAIN = {"lighting_agree": 0.0, "lighting_bootstrap": 0, "lighting_consistency": False}
 MODELS: dict[str, dict] = {
     "one albedo a car, Huber": {"lighting_materials": "single", "lighting_robust": "huber", **_PLAIN},
-    "classes, Huber": {"lighting_materials": "classes", "lighting_robust": "huber", **_PLAIN},
     "classes, Cauchy": {"lighting_materials": "classes", "lighting_robust": "cauchy", **_PLAIN},
     "classes, Cauchy, agreement (default)": {},
 }
@@ -123,8 +122,9 @@ def tracking_table(rows: list[LightingRow], model: str) -> str:
         con = np.array([r.consistency_deg for r in cell])
         rho, p = stats.spearmanr(con, err)
         low = con <= np.median(con)
-        sds = [(r.direction_sd_deg, r.direction_error_deg) for r in cell if r.direction_sd_deg is not None]
-        sd_rho = f"{stats.spearmanr(*zip(*sds))[0]:.2f}" if len(sds) >= 4 else "-"
+        sds = [r for r in cell if r.direction_sd_deg is not None]
+        sd_rho = (f"{stats.spearmanr([r.direction_sd_deg for r in sds], [r.direction_error_deg for r in sds])[0]:.2f}"
+                  if len(sds) >= 4 else "-")
         lines.append(f"| {n} | {len(cell)} | {rho:.2f} | {p:.3f} | {np.median(con):.1f} | "
                      f"{np.median(err[low]):.1f} / {np.median(err[~low]):.1f} | {sd_rho} |")
     return "\n".join(lines)

@@ -145,9 +145,9 @@ def _thin(sample: LightSample, most: int) -> LightSample:
     if len(sample) <= most:
         return sample
     keep = torch.linspace(0, len(sample) - 1, most).round().long()
-    pick = (lambda t: None if t is None else t[keep])
-    return LightSample(sample.normals[keep], sample.values[keep], pick(sample.classes), pick(sample.blocks),
-                       sample.index)
+    classes = None if sample.classes is None else sample.classes[keep]
+    blocks = None if sample.blocks is None else sample.blocks[keep]
+    return LightSample(sample.normals[keep], sample.values[keep], classes, blocks, sample.index)
 
 
 def _problem(samples: list[LightSample], materials: str) -> _Problem:
@@ -189,14 +189,14 @@ def _sphere(n: int) -> torch.Tensor:
 
 
 def _grid_search(p: _Problem, w: torch.Tensor, keep: int = 3) -> list[tuple[float, torch.Tensor]]:
-    """The `keep` best (l_a, d) over 400 directions x 9 ambient shares, albedos in closed form."""
-    stride = max(1, len(p.values) // 12000)          # a subsample is plenty to rank directions
+    """The `keep` best (l_a, d) over 256 directions x 7 ambient shares, albedos in closed form."""
+    stride = max(1, len(p.values) // 3000)           # a subsample is plenty to rank directions
     normals, values, group, w = p.normals[::stride], p.values[::stride], p.group[::stride], w[::stride]
-    dirs = _sphere(400)
+    dirs = _sphere(256)
     cos = F.relu(normals @ dirs.T)                                        # (N, M)
     wi2 = torch.zeros(p.groups, dtype=torch.float64).index_add(0, group, w * values ** 2)
     results = []
-    for la in np.linspace(0.1, 0.9, 9):
+    for la in np.linspace(0.1, 0.9, 7):
         s = la + (1 - la) * cos
         num = torch.zeros(p.groups, s.shape[1], dtype=torch.float64).index_add(0, group, (w * values)[:, None] * s)
         den = torch.zeros(p.groups, s.shape[1], dtype=torch.float64).index_add(0, group, w[:, None] * s * s)
