@@ -183,6 +183,8 @@ def test_cli_synth_and_render(tmp_path) -> None:
                                  "--models", "17,50", "--rgb"])
     assert result.exit_code == 0, result.output
     assert len(list((out / "images").glob("*.jpg"))) == 1
+    for name in ("predictions_submission.csv", "coco/instances.json", "coco/results.json", "coco/truth.json"):
+        assert (out / name).is_file()
     assert read_image(next((out / "images").glob("*.jpg")), "rgb").shape == (542, 677, 3)
     truth = read_poses(out / "train.csv")
     (image_id, cars), = truth.items()
