@@ -246,3 +246,18 @@ def test_lighting_eval_bad_input(tmp_path) -> None:
     assert bad.exit_code == 2 and "--cars" in bad.output
     missing = runner.invoke(app, ["lighting-eval", str(tmp_path), "--poses", str(tmp_path / "none.csv")])
     assert missing.exit_code != 0 and isinstance(missing.exception, NmrlightError)
+
+
+def test_truth_is_lined_up_with_the_prediction_rows() -> None:
+    from nmrlight.io.poses import CarPose
+    from nmrlight.refine.lighting.evaluate import truth_in_prediction_order
+
+    a = CarPose(2, (0.15, 0.1, 3.1), (-3.0, 1.5, 20.0))
+    b = CarPose(2, (0.15, 2.0, 3.1), (4.0, 1.6, 35.0))
+    c = CarPose(2, (0.15, 0.5, 3.1), (0.0, 1.6, 60.0))
+    # the detector found c and a (a 6 % too far), missed b, and made up a car where none is
+    found_c = CarPose(2, (0.15, 0.4, 3.1), (0.2, 1.6, 58.0))
+    found_a = CarPose(2, (0.15, 0.2, 3.1), (-3.0, 1.5, 21.2))
+    ghost = CarPose(2, (0.15, 0.0, 3.1), (12.0, 1.6, 15.0))
+    out = truth_in_prediction_order({"ID_1": [a, b, c]}, {"ID_1": [found_c, found_a, ghost]})
+    assert out == {"ID_1": [c, a, ghost]}

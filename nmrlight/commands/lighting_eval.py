@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         poses: Path | None = typer.Option(None, "--poses", help="Poses of the cars (default DATA/train.csv: "
                                           "the truth, so pose errors do not mix in)."),
         truth: Path | None = typer.Option(None, "--truth-lighting", help="True lighting (default DATA/lighting.csv)."),
+        match: bool = typer.Option(False, "--match-predictions", help="The masks follow predictions.csv "
+                                   "(a detector with misses, e.g. synth's kaggle preset): use for each "
+                                   "prediction the nearest true car of --poses."),
         cars: str = typer.Option("1,2,3,5,8", "--cars", help="Numbers of cars to fit on, comma separated."),
         model: list[str] = typer.Option([], "--model", help="Only this lighting model (repeatable); default all."),
         synth: int = typer.Option(0, "--synth", help="First synthesise this many pictures into DATA."),
@@ -44,7 +47,13 @@ def register(app: typer.Typer) -> None:
         from nmrlight.io.dataset import DataFolder
         from nmrlight.io.poses import read_poses
         from nmrlight.refine.config import RefineConfig
-        from nmrlight.refine.lighting.evaluate import MODELS, evaluate_lighting, summary_table, tracking_table
+        from nmrlight.refine.lighting.evaluate import (
+            MODELS,
+            evaluate_lighting,
+            summary_table,
+            tracking_table,
+            truth_in_prediction_order,
+        )
         from nmrlight.refine.lighting.realistic import paint_realistic, read_lighting_csv
 
         counts = _counts(cars)
@@ -66,6 +75,8 @@ def register(app: typer.Typer) -> None:
                 paint_realistic(data, seed)
         folder = DataFolder(data)
         pose_rows = read_poses(poses or data / "train.csv")
+        if match:
+            pose_rows = truth_in_prediction_order(pose_rows, read_poses(data / "predictions.csv"))
         true_light = read_lighting_csv(truth or data / "lighting.csv")
         rows = evaluate_lighting(folder, pose_rows, true_light, counts, chosen, RefineConfig(threads=1))
         if out is not None:

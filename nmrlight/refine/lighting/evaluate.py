@@ -86,6 +86,32 @@ def evaluate_lighting(data: DataFolder, poses: dict[str, list[CarPose]],
     return rows
 
 
+def truth_in_prediction_order(truth: dict[str, list[CarPose]], predictions: dict[str, list[CarPose]],
+                              tolerance: float = 0.25) -> dict[str, list[CarPose]]:
+    """For each predicted car, the true car nearest to it (relative translation within `tolerance`).
+
+    Mask labels follow the rows of predictions.csv (k = k-th prediction); where the detector missed
+    cars or added false ones (the kaggle preset), train.csv's rows do not line up with the masks. A
+    prediction with no true car near it (a false positive) keeps its own pose: it has no mask anyway.
+    """
+    out = {}
+    for image_id, preds in predictions.items():
+        gts = truth.get(image_id, [])
+        t_true = np.array([g.translation for g in gts], float).reshape(-1, 3)
+        row = []
+        for pred in preds:
+            t = np.asarray(pred.translation, float)
+            if len(gts):
+                gap = np.linalg.norm(t_true - t, axis=1) / np.linalg.norm(t_true, axis=1)
+                k = int(np.argmin(gap))
+                if gap[k] <= tolerance:
+                    row.append(gts[k])
+                    continue
+            row.append(pred)
+        out[image_id] = row
+    return out
+
+
 def _cell(rows: list[LightingRow]) -> str:
     d = np.array([r.direction_error_deg for r in rows])
     a = np.abs([r.ambient_error for r in rows])
