@@ -13,7 +13,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Render-and-compare car pose refinement with learned lighting.")
 
 _COMMAND_MODULES = ("bench", "evaluate", "synth", "render", "refine", "report", "demo", "scale_bench",
-                    "ablation")
+                    "ablation", "lighting_eval")
 
 
 def _register_commands() -> None:

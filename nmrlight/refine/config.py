@@ -100,3 +100,9 @@ class RefineConfig:
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
+    # --- lighting fit (docs/lighting.md) ---
+    lighting_materials: str = "classes"  # one albedo a car ("single") or a car and material class ("classes")
+    lighting_robust: str = "cauchy"      # reweighting of the lighting residuals: "huber" or "cauchy"
+    lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
+    lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
+    lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle

@@ -13,6 +13,7 @@ the camera or outside the image ("not visible").
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.hypotheses import accept, refine_global
-from nmrlight.refine.lighting import LightFit, fit_lighting, sample_car
+from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
@@ -42,6 +43,7 @@ def check_config(config: RefineConfig) -> None:
         raise NmrlightError(f"refine: lighting must be one of {', '.join(LIGHTING_MODES)}, got {config.lighting!r}")
     if not config.stages:
         raise NmrlightError("refine: at least one stage is needed")
+    lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 
 def _fixed(config: RefineConfig) -> Lighting:
@@ -63,19 +65,45 @@ def _hidden(car: _Car, cars: list[_Car], labels: np.ndarray) -> np.ndarray:
     return hidden | car.ignore if car.ignore is not None else hidden
 
 
-def _fit_lighting(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray,
-                  config: RefineConfig) -> tuple[LightFit | None, list[int]]:
-    chosen = sorted((c for c in cars if c.status == "refined"), key=lambda c: float(c.translation[2]))
-    chosen = chosen[:max(1, config.lighting_cars)]
+def lighting_samples(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray, config: RefineConfig,
+                     limit: int) -> list[LightSample]:
+    """Samples (normals, photo values, material classes) of up to `limit` cars, most mask pixels first."""
+    chosen = sorted((c for c in cars if c.status == "refined"), key=lambda c: -int(c.mask.sum()))
     samples = []
-    for car in chosen:
+    for car in chosen[:max(1, limit)]:
         view = make_view(camera, car.window, config.lighting_size, crop(photo, car.window), car.mask,
                          _hidden(car, cars, labels), config.erode_pixels)
         others = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
                   for n in _neighbours(car, cars, config.max_neighbours)]
-        samples.append(sample_car(car.vertices, car.faces, car.rotation, car.translation, view, others))
-    fit = fit_lighting(samples, delta=config.huber_delta)
-    return fit, [c.index for c in chosen]
+        samples.append(sample_car(car.vertices, car.faces, car.rotation, car.translation, view, others, car.index))
+    return samples
+
+
+def lighting_options(config: RefineConfig) -> FitOptions:
+    return FitOptions(materials=config.lighting_materials, robust=config.lighting_robust, delta=config.huber_delta,
+                      agree=config.lighting_agree, bootstrap=config.lighting_bootstrap)
+
+
+def fit_samples(samples: list[LightSample], config: RefineConfig, final: bool = True
+                ) -> tuple[LightFit | None, list[int]]:
+    """The lighting fitted on `samples`, and the row indices of the cars used. When `final` (the fit that
+    is reported), also its uncertainty and self-consistency."""
+    options = lighting_options(config)
+    if not final:
+        options = replace(options, bootstrap=0)
+    fit = fit_lighting(samples, options=options)
+    if fit is None:
+        return None, []
+    if final and config.lighting_consistency:
+        check = consistency(samples, options)
+        if check is not None:
+            fit.consistency_deg, fit.consistency_ambient = check.angle_deg, check.ambient_gap
+    return fit, [samples[k].index for k in fit.used]
+
+
+def _fit_lighting(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray,
+                  config: RefineConfig, final: bool = True) -> tuple[LightFit | None, list[int]]:
+    return fit_samples(lighting_samples(cars, camera, photo, labels, config, config.lighting_cars), config, final)
 
 
 def _lighting_result(fit: LightFit | None, used: list[int], config: RefineConfig) -> LightingResult:
@@ -83,7 +111,11 @@ def _lighting_result(fit: LightFit | None, used: list[int], config: RefineConfig
         a, d, *direction = config.fixed_lighting
         return LightingResult(float(a), float(d), tuple(float(x) for x in direction), [], {}, None)
     return LightingResult(fit.ambient, fit.directional, fit.direction, used,
-                          {k: a for k, a in zip(used, fit.albedo, strict=False)}, fit.loss)
+                          {k: a for k, a in zip(used, fit.albedo, strict=True)}, fit.loss,
+                          materials=config.lighting_materials,
+                          class_albedo={k: a for k, a in zip(used, fit.class_albedo, strict=True)},
+                          direction_sd_deg=fit.direction_sd_deg, ambient_sd=fit.ambient_sd,
+                          consistency_deg=fit.consistency_deg, consistency_ambient=fit.consistency_ambient)
 
 
 def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: RefineConfig) -> ImageResult:
@@ -103,7 +135,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
 
     light_fit, used = (None, [])
     if config.lighting == "learn" and labels is not None:
-        light_fit, used = _fit_lighting(state, camera, photo, labels, config)
+        light_fit, used = _fit_lighting(state, camera, photo, labels, config, final=not config.lighting_refit)
     lighting = light_fit.lighting() if light_fit is not None else _fixed(config)
 
     results: dict[int, CarResult] = {}

@@ -32,6 +32,18 @@ class LightingResult:
     cars_used: list[int] = field(default_factory=list)   # row indices of the cars it was fitted on
     albedo: dict[int, float] = field(default_factory=dict)  # per car (row index) albedo found
     loss: float | None = None
+    # --- added with the material-aware fit (docs/lighting.md) ---
+    materials: str = ""                   # "single" or "classes" (albedos per body, glass, dark)
+    class_albedo: dict[int, list[float]] = field(default_factory=dict)  # per car: body, glass, dark albedo
+    direction_sd_deg: float | None = None     # uncertainty of the direction (block bootstrap, RMS deg)
+    ambient_sd: float | None = None           # uncertainty of the ambient share l_a
+    consistency_deg: float | None = None      # angle between lights fitted on two disjoint halves of the cars
+    consistency_ambient: float | None = None  # |l_a difference| between those halves
+
+    def __post_init__(self) -> None:
+        # JSON turns integer keys into strings
+        self.albedo = {int(k): float(v) for k, v in self.albedo.items()}
+        self.class_albedo = {int(k): [float(x) for x in v] for k, v in self.class_albedo.items()}
 
 
 @dataclass
