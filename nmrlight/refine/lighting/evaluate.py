@@ -19,8 +19,9 @@ from scipy import stats
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.image import _prepare, fit_samples, lighting_samples
+from nmrlight.refine.image import fit_samples, lighting_samples
 from nmrlight.refine.lighting.fit import MIN_PIXELS, direction_error_deg, normalise_truth
+from nmrlight.refine.prepare import ImageMasks, attach_masks, pose_cars
 
 # the model before this work (one albedo a car, Huber), then the material classes, the Cauchy
 # reweighting and the agreement of cars added one at a time; the last is the default
@@ -66,7 +67,8 @@ def evaluate_lighting(data: DataFolder, poses: dict[str, list[CarPose]],
         photo = data.read_image(image_id, "gray")
         labels = data.read_mask(image_id, shape=photo.shape)
         camera = data.camera(photo.shape[1], photo.shape[0])
-        state = _prepare(data, cars, camera, labels, base)
+        state = pose_cars(data, cars, camera, base)
+        attach_masks(state, ImageMasks(labels, None), camera, base)
         samples = [s for s in lighting_samples(state, camera, photo, labels, base, max(counts))
                    if len(s) >= MIN_PIXELS]
         la_true = normalise_truth(light[0], light[1])[0]
