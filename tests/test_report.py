@@ -332,7 +332,8 @@ def test_lighting_csv_writes_every_field_generically(tmp_path) -> None:
 
     pose = CarPose(16, (0.1, 0.2, 3.1), (1.0, 2.0, 20.0))
     results = [ImageResult("A", [CarResult(0, pose, pose)], WithUncertainty(0.3, 0.7, (0.0, -1.0, 0.0), [0],
-                                                                           {0: 0.5}, 0.01, 0.05)),
+                                                                           {0: 0.5}, 0.01, materials="classes",
+                                                                           ambient_std=0.05)),
                ImageResult("B", [], None)]
     write_lighting_csv(tmp_path / "lighting.csv", results)
     rows = list(csv.DictReader((tmp_path / "lighting.csv").open()))
@@ -341,6 +342,7 @@ def test_lighting_csv_writes_every_field_generically(tmp_path) -> None:
     assert list(row)[:6] == ["ImageId", "ambient", "directional", "dx", "dy", "dz"]
     assert float(row["ambient"]) == 0.3 and float(row["dy"]) == -1.0 and float(row["ambient_std"]) == 0.05
     assert json.loads(row["cars_used"]) == [0] and json.loads(row["albedo"]) == {"0": 0.5}
+    assert row["materials"] == "classes"  # text as is, not JSON-quoted
 
 
 def test_shaded_sphere_is_the_nmr_lighting_model() -> None:

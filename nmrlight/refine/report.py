@@ -23,7 +23,7 @@ def write_refined_csv(path: str | Path, results: Sequence[ImageResult]) -> None:
 
 
 def lighting_row(lighting: LightingResult) -> dict[str, str]:
-    """Every field of the lighting as text: the direction as dx, dy, dz, numbers as repr, lists and
+    """Every field of the lighting as text: the direction as dx, dy, dz, numbers as repr, text as is, lists and
     dicts as JSON, None as empty (fields added to LightingResult later appear without code change)."""
     fields = lighting.to_dict() if hasattr(lighting, "to_dict") else asdict(lighting)
     row: dict[str, str] = {}
@@ -36,6 +36,8 @@ def lighting_row(lighting: LightingResult) -> dict[str, str]:
             row[name] = str(value)
         elif isinstance(value, (int, float)):
             row[name] = repr(float(value)) if isinstance(value, float) else str(value)
+        elif isinstance(value, str):
+            row[name] = value
         else:
             row[name] = json.dumps(value, sort_keys=True)
     return row
