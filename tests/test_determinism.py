@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_after_first_result
 
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, run_refine
@@ -188,17 +189,7 @@ def _driver_script(data: Path, out: Path, **options) -> str:
 
 def test_resume_after_kill(data, reference, tmp_path):
     """kill -9 a one-process run once its first image is saved; resume with two workers."""
-    proc = subprocess.Popen([sys.executable, "-c", _driver_script(data, tmp_path, workers=1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            env=_env())
-    try:
-        deadline = time.monotonic() + 180
-        while not list((tmp_path / "images").glob("*.json")) and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_after_first_result(_driver_script(data, tmp_path, workers=1), tmp_path, 180, env=_env())
     assert not (tmp_path / "refined.csv").exists()
     summary = run_refine(_options(data, tmp_path, workers=2), log=lambda _m: None)
     assert summary.resumed >= 1 and summary.refined_now >= 1

@@ -7,15 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kill_after_first_result
 from PIL import Image
 
 from nmrlight.errors import NmrlightError
@@ -155,16 +153,7 @@ def test_killed_run_restarts_without_loss(data, reference, tmp_path):
         run_refine(RunOptions(data=data, predictions=data / "predictions.csv", out=Path({str(tmp_path)!r}),
                               config=RefineConfig(**{FAST!r}), workers=1, progress=False))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not list((tmp_path / "images").glob("*.json")) and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run ended before it could be killed"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_after_first_result(script, tmp_path, 120)
     kept = list((tmp_path / "images").glob("*.json"))
     assert kept and not (tmp_path / "refined.csv").exists()
     summary = run_refine(_options(data, tmp_path, workers=1), log=lambda _m: None)
