@@ -8,16 +8,27 @@ Only covered and boundary pixels do per-pixel work; dense outputs are written by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numba
+import numpy as np
 import torch
 
 from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
+from nmrlight.raster import kernels
 from nmrlight.raster.antialias import edge_blend, silhouette_edges
-from nmrlight.raster.rasterize import ScreenMesh, Visibility, interpolate_barycentrics, rasterize
+from nmrlight.raster.rasterize import (
+    DepthBase,
+    EdgeList,
+    ScreenMesh,
+    Visibility,
+    interpolate_barycentrics,
+    pick_backend,
+    rasterize,
+)
 from nmrlight.raster.soft import soft_silhouettes
-from nmrlight.scene import PackedScene, Scene
+from nmrlight.scene import MeshObject, PackedScene, Scene
 from nmrlight.shade import Lighting, face_normals, sample_textures, vertex_normals
 
 EDGE_MODES = ("analytic", "soft", "none")
@@ -60,6 +71,74 @@ def project_scene(packed: PackedScene, camera: Camera) -> ScreenMesh:
     safe_z = torch.where(in_range, z, torch.full_like(z, camera.near))
     valid = in_range[packed.faces].all(dim=1)
     return ScreenMesh(uv, safe_z, packed.faces, valid.detach(), camera.height, camera.width)
+
+
+def _same_camera(a: Camera, b: Camera) -> bool:
+    return (a.width == b.width and a.height == b.height and a.near == b.near and a.far == b.far
+            and torch.equal(a.K.cpu(), b.K.cpu())
+            and (a.dist_coeffs is None) == (b.dist_coeffs is None)
+            and (a.dist_coeffs is None or torch.equal(a.dist_coeffs.cpu(), b.dist_coeffs.cpu())))
+
+
+@dataclass
+class FixedLayer:
+    """Objects that stay put over many renders with one camera (the other cars while one car is
+    refined): posed, projected, searched for silhouette edges and z-buffered once, by `fixed_layer`.
+
+    `render(scene, ..., fixed=layer)` renders the scene's objects followed by these, with the same
+    pixels and gradients as rendering all of them, at the cost of the moving objects only (plus the
+    visible-edge search, which needs every edge). The objects must not change in place meanwhile.
+    """
+
+    objects: list[MeshObject]
+    camera: Camera
+    packed: PackedScene
+    screen: ScreenMesh
+    edges: EdgeList            # local vertex and face indices
+    face_id: np.ndarray        # (H, W) int32 local face index, -1 where none
+    inv_depth: np.ndarray      # (H, W) float32
+    joined: dict = field(default_factory=dict)   # offset copies, per size of the moving part
+
+    def join(self, moving: PackedScene) -> tuple[PackedScene, EdgeList, DepthBase]:
+        """The packed scene of moving + fixed objects, the fixed edges and depth base in its numbering."""
+        nv, nf, no = len(moving.vertices), len(moving.faces), moving.num_objects
+        key = (nv, nf, no)
+        if key not in self.joined:
+            fixed = self.packed
+            adjacency = torch.where(fixed.adjacency >= 0, fixed.adjacency + nf, fixed.adjacency)
+            edge_faces = torch.where(self.edges.faces >= 0, self.edges.faces + nf, self.edges.faces)
+            face_id = np.where(self.face_id >= 0, self.face_id + nf, self.face_id).astype(np.int32)
+            self.joined[key] = (fixed.faces + nv, fixed.face_object + no, adjacency,
+                                EdgeList(self.edges.vertices + nv, edge_faces, self.edges.inside),
+                                DepthBase(face_id, self.inv_depth, nf))
+        faces, owner, adjacency, edges, base = self.joined[key]
+        packed = PackedScene(
+            vertices=torch.cat([moving.vertices, self.packed.vertices]),
+            faces=torch.cat([moving.faces, faces]),
+            face_object=torch.cat([moving.face_object, owner]),
+            vertex_offset=moving.vertex_offset + [o + nv for o in self.packed.vertex_offset],
+            face_offset=moving.face_offset + [o + nf for o in self.packed.face_offset],
+            adjacency=torch.cat([moving.adjacency, adjacency]),
+            num_objects=no + self.packed.num_objects)
+        return packed, edges, base
+
+
+def fixed_layer(objects: list[MeshObject], camera: Camera, backend: str = "auto") -> FixedLayer | None:
+    """Prepare objects that will not move for repeated renders with `camera` (None when there are
+    none, or off the CPU, where the whole scene is simply rendered every time)."""
+    if not objects or pick_backend(objects[0].vertices.device, backend) != "numba":
+        return None
+    with torch.no_grad():
+        packed = Scene(objects).pack()
+        packed.vertices = packed.vertices.detach()
+        screen = project_scene(packed, camera)
+        edges = silhouette_edges(screen, packed.adjacency, "numba")
+    face_id = np.empty((camera.height, camera.width), dtype=np.int32)
+    inv_depth = np.empty((camera.height, camera.width), dtype=np.float32)
+    kernels.rasterize_zbuffer(screen.uv.double().numpy(), screen.z.double().numpy(), screen.faces.numpy(),
+                              screen.valid.numpy(), camera.height, camera.width, face_id, inv_depth,
+                              4 * numba.get_num_threads())
+    return FixedLayer(list(objects), camera, packed, screen, edges, face_id, inv_depth)
 
 
 def _background(background, channels: int, camera: Camera, like: torch.Tensor) -> torch.Tensor:
@@ -137,27 +216,45 @@ def _flip_toward_camera(flip: torch.Tensor, *normals: torch.Tensor) -> list[torc
 
 def _shade_flat(scene: Scene, packed: PackedScene, vis: Visibility, bary: torch.Tensor | None,
                 lighting: Lighting | None, outputs: frozenset[str]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Per-face normals and light, gathered per pixel: (pixel normals or None, pixel colours or None)."""
-    n_cam = face_normals(packed.vertices, packed.faces)
+    """Per-face normals and light, gathered per pixel: (pixel normals or None, pixel colours or None).
+
+    Only the faces that cover a pixel are shaded (row by row the same arithmetic as shading all of
+    them, so the same values): most faces of a car are hidden or outside a small window.
+    """
+    if not outputs & {"normals", "image"}:
+        return None, None
+    used, local = _visible_faces(vis.pixel_face, len(packed.faces))
+    faces = packed.faces[used]
+    n_cam = face_normals(packed.vertices, faces)
     n_light = n_cam
     if lighting is not None and lighting.frame == "object":
-        n_light = face_normals(_object_frame_vertices(scene, packed), packed.faces)
+        n_light = face_normals(_object_frame_vertices(scene, packed), faces)
     if lighting is None or lighting.two_sided:
         # a planar face is seen from one side everywhere: test it at the centroid
-        flip = ((n_cam * packed.vertices[packed.faces].mean(1)).sum(-1, keepdim=True) > 0).detach()
+        flip = ((n_cam * packed.vertices[faces].mean(1)).sum(-1, keepdim=True) > 0).detach()
         n_cam, n_light = _flip_toward_camera(flip, n_cam, n_light)
-    pixel_normals = n_cam[vis.pixel_face] if "normals" in outputs else None
+    pixel_normals = n_cam[local] if "normals" in outputs else None
     if "image" not in outputs:
         return pixel_normals, None
     if bary is None:  # uniform albedo per object: colour each face once, then gather
-        face_color = torch.stack([o.albedo.to(packed.vertices) for o in scene.objects])[packed.face_object]
+        face_color = torch.stack([o.albedo.to(packed.vertices) for o in scene.objects])[packed.face_object[used]]
         if lighting is not None:
             face_color = face_color * lighting.intensity(n_light)
-        return pixel_normals, face_color[vis.pixel_face]
+        return pixel_normals, face_color[local]
     color = _pixel_albedo(scene, packed, vis.pixel_face, bary)
     if lighting is not None:
-        color = color * lighting.intensity(n_light)[vis.pixel_face]
+        color = color * lighting.intensity(n_light)[local]
     return pixel_normals, color
+
+
+def _visible_faces(pixel_face: torch.Tensor, num_faces: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The faces that cover some pixel, ascending, and each pixel's index into them."""
+    seen = torch.zeros(num_faces, dtype=torch.bool, device=pixel_face.device)
+    seen[pixel_face] = True
+    used = torch.nonzero(seen).squeeze(1)
+    slot = torch.zeros(num_faces, dtype=torch.long, device=pixel_face.device)
+    slot[used] = torch.arange(len(used), device=pixel_face.device)
+    return used, slot[pixel_face]
 
 
 def _shade_smooth(scene: Scene, packed: PackedScene, vis: Visibility, bary: torch.Tensor,
@@ -186,7 +283,8 @@ def _shade_smooth(scene: Scene, packed: PackedScene, vis: Visibility, bary: torc
 def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
            background: torch.Tensor | float = 0.0, edges: str = "analytic", sigma: float = 1.0,
            normals: str = "flat", outputs: frozenset[str] | set[str] = ALL_OUTPUTS,
-           backend: str = "auto") -> RenderOutput:
+           backend: str = "auto", fixed: FixedLayer | None = None, alpha_objects: int | None = None
+           ) -> RenderOutput:
     """Render a scene of posed meshes.
 
     edges: "analytic" blends colours and silhouettes across silhouette/occlusion edges with exact
@@ -194,6 +292,8 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
     (wide basin, use far from the solution) and keeps analytic edges for the image; "none" is a
     plain hard rasteriser (no edge gradients). normals: "flat" (per face, as NMR) or "smooth"
     (interpolated vertex normals). Without lighting the image is the albedo (unlit).
+    fixed: objects drawn after the scene's that do not move between renders (see `fixed_layer`).
+    alpha_objects: make `object_alpha` for the first that many objects only (the rest cost work).
     """
     if edges not in EDGE_MODES:
         raise NmrlightError(f"edges must be one of {EDGE_MODES}, got {edges!r}")
@@ -204,11 +304,30 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
     if unknown:
         raise NmrlightError(f"unknown render outputs {sorted(unknown)}; choose from {sorted(ALL_OUTPUTS)}")
     camera = camera.to(scene.objects[0].vertices.device)
-    packed = scene.pack()
-    screen = project_scene(packed, camera)
     want_blend = edges != "none" and bool(outputs & {"image", "alpha", "object_alpha"})
-    sil = silhouette_edges(screen, packed.adjacency, backend) if want_blend else None
-    vis = rasterize(screen, edges=sil, backend=backend)
+    if fixed is not None and (pick_backend(camera.device, backend) != "numba"
+                              or not _same_camera(fixed.camera, camera)):
+        scene, fixed = Scene(scene.objects + fixed.objects), None
+    if fixed is None:
+        packed = scene.pack()
+        screen = project_scene(packed, camera)
+        sil = silhouette_edges(screen, packed.adjacency, backend) if want_blend else None
+        vis = rasterize(screen, edges=sil, backend=backend)
+    else:
+        moving = scene.pack()
+        near = project_scene(moving, camera)
+        packed, fixed_edges, base = fixed.join(moving)
+        screen = ScreenMesh(torch.cat([near.uv, fixed.screen.uv.to(near.uv)]),
+                            torch.cat([near.z, fixed.screen.z.to(near.z)]), packed.faces,
+                            torch.cat([near.valid, fixed.screen.valid]), camera.height, camera.width)
+        sil = None
+        if want_blend:
+            own = silhouette_edges(near, moving.adjacency, backend)
+            sil = EdgeList(*(torch.cat([a, b]) for a, b in zip(
+                (own.vertices, own.faces, own.inside),
+                (fixed_edges.vertices, fixed_edges.faces, fixed_edges.inside), strict=True)))
+        vis = rasterize(screen, edges=sil, backend=backend, base=base)
+        scene = Scene(scene.objects + fixed.objects)
     need_bary = ("depth" in outputs or normals == "smooth"
                  or ("image" in outputs and any(o.textures is not None or o.albedo.ndim == 2
                                                 for o in scene.objects)))
@@ -249,13 +368,16 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
 
     if "object_alpha" in outputs:
         if soft is not None:
-            object_alpha = _occlude_soft(soft, scene, packed)
+            object_alpha = _occlude_soft(soft, scene, packed)[:alpha_objects]
         else:
-            object_alpha = torch.zeros(packed.num_objects, npix, dtype=dtype, device=device)
-            object_alpha[packed.face_object[vis.pixel_face], pix] = 1.0
+            count = packed.num_objects if alpha_objects is None else min(alpha_objects, packed.num_objects)
+            owner = packed.face_object[vis.pixel_face]
+            keep = owner < count
+            object_alpha = torch.zeros(count, npix, dtype=dtype, device=device)
+            object_alpha[owner[keep], pix[keep]] = 1.0
             if blend is not None:
                 object_alpha = blend.apply(object_alpha)
-            object_alpha = object_alpha.view(packed.num_objects, height, width)
+            object_alpha = object_alpha.view(count, height, width)
 
     if "depth" in outputs:
         depth = torch.zeros(npix, dtype=dtype, device=device).index_copy(0, pix, pixel_depth.to(dtype))

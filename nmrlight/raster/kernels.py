@@ -25,7 +25,9 @@ def _clamp_int(x: float, lo: int, hi: int) -> int:
 
 
 @numba.njit(**_NB)
-def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth):
+def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth, over):
+    """Face f into the z-buffer rows [row_lo, row_hi); with `over`, the buffer may already hold faces
+    numbered above f (drawn first), and f wins exact ties against them, as drawn in order it would."""
     a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
     x0, y0 = uv[a, 0], uv[a, 1]
     x1, y1 = uv[b, 0], uv[b, 1]
@@ -70,7 +72,8 @@ def _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth):
             if b0 < 0.0 or b1 < 0.0 or b2 < 0.0:
                 continue
             iz = np.float32(b0 * iz0 + b1 * iz1 + b2 * iz2)
-            if iz > inv_depth[row, col]:
+            current = inv_depth[row, col]
+            if iz > current or (over and iz == current and face_id[row, col] > f):
                 inv_depth[row, col] = iz
                 face_id[row, col] = f
 
@@ -92,7 +95,21 @@ def rasterize_zbuffer(uv, z, faces, valid, height, width, face_id, inv_depth, ba
         inv_depth[row_lo:row_hi] = 0.0
         for f in range(faces.shape[0]):
             if valid[f]:
-                _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth)
+                _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth, False)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def rasterize_zbuffer_over(uv, z, faces, valid, count, height, width, face_id, inv_depth, bands):
+    """The first `count` faces z-buffered over buffers that already hold the others (numbered
+    from `count` on): the same buffers as `rasterize_zbuffer` of all faces (largest 1/z wins,
+    the lower face index on exact ties), without redoing the faces that are already in."""
+    bands = max(1, min(height, bands))
+    for band in numba.prange(bands):
+        row_lo = band * height // bands
+        row_hi = (band + 1) * height // bands
+        for f in range(count):
+            if valid[f]:
+                _raster_face(f, uv, z, faces, row_lo, row_hi, width, face_id, inv_depth, True)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -87,22 +87,42 @@ def pick_backend(device: torch.device, backend: str = "auto") -> str:
     return backend
 
 
-def rasterize(mesh: ScreenMesh, edges: EdgeList | None = None, backend: str = "auto") -> Visibility:
+@dataclass
+class DepthBase:
+    """A z-buffer already holding the faces numbered from `count` on (e.g. objects that do not move):
+    `rasterize` then draws only the first `count` faces over copies of it, with the same result."""
+
+    face_id: np.ndarray     # (H, W) int32, packed face index or -1
+    inv_depth: np.ndarray   # (H, W) float32, 0 for background
+    count: int
+
+
+def rasterize(mesh: ScreenMesh, edges: EdgeList | None = None, backend: str = "auto",
+              base: DepthBase | None = None) -> Visibility:
     """Closest valid face at every pixel centre (ties go to the lower face index).
 
     With `edges`, also find where those edges visibly cross between neighbouring pixel centres
-    (for analytic anti-aliasing); this needs the depth buffer, so it happens here.
+    (for analytic anti-aliasing); this needs the depth buffer, so it happens here. With `base`
+    (numba backend only), the faces from `base.count` on are taken from it instead of drawn.
     """
     backend = pick_backend(mesh.uv.device, backend)
     empty = torch.zeros(0, dtype=torch.long, device=mesh.uv.device)
+    if base is not None and backend != "numba":
+        raise ValueError("a depth base needs the numba backend")
     if backend == "numba":
-        face_id = np.empty((mesh.height, mesh.width), dtype=np.int32)
-        inv_depth = _WORKSPACE.depth_buffer(mesh.height, mesh.width)
         uv = mesh.uv.detach().double().numpy()
         z = mesh.z.detach().double().numpy()
         faces = mesh.faces.numpy()
-        kernels.rasterize_zbuffer(uv, z, faces, mesh.valid.numpy(), mesh.height, mesh.width,
-                                  face_id, inv_depth, 4 * numba.get_num_threads())
+        if base is None:
+            face_id = np.empty((mesh.height, mesh.width), dtype=np.int32)
+            inv_depth = _WORKSPACE.depth_buffer(mesh.height, mesh.width)
+            kernels.rasterize_zbuffer(uv, z, faces, mesh.valid.numpy(), mesh.height, mesh.width,
+                                      face_id, inv_depth, 4 * numba.get_num_threads())
+        else:
+            face_id = base.face_id.copy()
+            inv_depth = base.inv_depth.copy()
+            kernels.rasterize_zbuffer_over(uv, z, faces, mesh.valid.numpy(), base.count, mesh.height,
+                                           mesh.width, face_id, inv_depth, 4 * numba.get_num_threads())
         pixels, pixel_face = kernels.covered_pixels(face_id, 4 * numba.get_num_threads())
         crossings = None
         if edges is not None:

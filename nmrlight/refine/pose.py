@@ -31,7 +31,7 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
-from nmrlight.render import render
+from nmrlight.render import FixedLayer, fixed_layer, render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
@@ -130,15 +130,14 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
 def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
               edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss, IoU (detached) and the hard silhouette of the target in this view."""
-    objects = [MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())]
-    objects += window_neighbours(problem, view)
+    car = MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())
     use_sil = config.losses in ("silhouette", "both")
     use_gray = config.losses in ("grayscale", "both")
     outputs = {"object_alpha"}
     if use_gray:
         outputs.add("image")
-    out = render(Scene(objects), view.camera, lighting, background=0.0,
-                 edges=edges, sigma=max(sigma, 0.3), outputs=outputs)
+    out = render(Scene([car]), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
+                 outputs=outputs, fixed=_fixed_neighbours(problem, view), alpha_objects=1)
     alpha = out.object_alpha[0]
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
@@ -196,6 +195,13 @@ def window_neighbours(problem: CarProblem, view: View, margin: float = 2.0) -> l
         kept.append(MeshObject(posed[used], local.view(-1, 3)))
     view.cache["neighbours"] = kept
     return kept
+
+
+def _fixed_neighbours(problem: CarProblem, view: View) -> FixedLayer | None:
+    """The window's other cars prepared once per view for every render of it (see `fixed_layer`)."""
+    if "fixed" not in view.cache:
+        view.cache["fixed"] = fixed_layer(window_neighbours(problem, view), view.camera)
+    return view.cache["fixed"]
 
 
 def _photo_edges(view: View, sigma: float) -> torch.Tensor:
