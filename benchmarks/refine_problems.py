@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
@@ -67,6 +68,9 @@ def capture(data: Path, out: Path, images: int | None) -> None:
 def time_problems(path: Path, overrides: dict, limit: int | None, result: Path | None) -> None:
     problems = torch.load(path, weights_only=False)[:limit]
     config = RefineConfig(threads=1, **overrides)
+    # compile the kernels first (numba caches to disk, but loading still costs the first car)
+    image_module.refine_pose(problems[0][0], problems[0][1], replace(config, stages=((32, "analytic", 1.0, 2),),
+                                                                     large_stage=None))
     rows = []
     for k, (problem, lighting) in enumerate(problems):
         t0 = time.process_time()
