@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from nmrlight.camera import Camera
 from nmrlight.io.cars import CarMesh, car_id, read_car_json
-from nmrlight.render import render
+from nmrlight.raster.rasterize import rasterize
+from nmrlight.render import project_scene, render
 from nmrlight.rotations import kaggle_to_matrix, so3_exp
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
@@ -101,6 +102,12 @@ class BenchResult:
     peak_mb: float | None
     covered_pixels: int
     repeats: int
+    zbuffer_ms: float | None = None   # bare z-buffer of the same scene (pose, project, rasterise), same run
+
+    @property
+    def ratio(self) -> float | None:
+        """Forward + backward over the bare z-buffer: the renderer's overhead, free of the machine's speed."""
+        return self.forward_backward_ms / self.zbuffer_ms if self.zbuffer_ms else None
 
 
 def _sync(device: torch.device) -> None:
@@ -143,7 +150,7 @@ def run_reference(meshes: list[CarMesh], scale: float = 1.0, device: str = "cpu"
                               [torch.tensor([0.05, 0.0, 0.2], device=dev)] * 2),
                         camera, Lighting(**{k: torch.tensor(v, device=dev) for k, v in lighting_kwargs.items()}),
                         outputs={"image", "alpha"})
-    forward, backward, total = [], [], []
+    forward, backward, total, zbuffer = [], [], [], []
     covered = 0
     for i in range(warmup + repeats):
         omegas = [torch.zeros(3, device=dev, requires_grad=True) for _ in meshes]
@@ -158,12 +165,21 @@ def run_reference(meshes: list[CarMesh], scale: float = 1.0, device: str = "cpu"
         loss.backward()
         _sync(dev)
         t2 = time.perf_counter()
+        with torch.no_grad():  # the least any renderer does: pose, project, z-buffer
+            bare = scene(omegas, shifts)
+            _sync(dev)
+            t3 = time.perf_counter()
+            rasterize(project_scene(bare.pack(), camera))
+            _sync(dev)
+            t4 = time.perf_counter()
         if i >= warmup:
             forward.append(t1 - t0)
             backward.append(t2 - t1)
             total.append(t2 - t0)
+            zbuffer.append(t4 - t3)
         covered = int(out.visibility.pixels.numel())
         del out, loss
     peak = memory.peak_mb()
     return BenchResult(scale, camera.width, camera.height, 1e3 * statistics.median(total),
-                       1e3 * statistics.median(forward), 1e3 * statistics.median(backward), peak, covered, repeats)
+                       1e3 * statistics.median(forward), 1e3 * statistics.median(backward), peak, covered, repeats,
+                       1e3 * statistics.median(zbuffer))

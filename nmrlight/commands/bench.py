@@ -40,10 +40,14 @@ def register(app: typer.Typer) -> None:
             "backward_ms": round(full.backward_ms, 2),
             "image": [full.width, full.height],
             "covered_pixels": full.covered_pixels,
+            "zbuffer_ms": round(full.zbuffer_ms, 2),
+            "ratio_to_zbuffer": round(full.ratio, 2),
             "quarter_scale": {
                 "forward_backward_ms": round(quarter.forward_backward_ms, 2),
                 "peak_mb": None if quarter.peak_mb is None else round(quarter.peak_mb, 1),
                 "image": [quarter.width, quarter.height],
+                "zbuffer_ms": round(quarter.zbuffer_ms, 2),
+                "ratio_to_zbuffer": round(quarter.ratio, 2),
             },
             "device": device,
             "torch_threads": torch.get_num_threads(),
@@ -58,9 +62,11 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         table = Table(title=f"nmrlight bench: two cars, forward + backward ({device}, {source})")
-        for col in ("image", "fwd+bwd ms (median)", "forward ms", "backward ms", "peak extra MB"):
+        for col in ("image", "fwd+bwd ms (median)", "forward ms", "backward ms", "peak extra MB", "z-buffer ms",
+                    "fwd+bwd / z-buffer"):
             table.add_column(col)
         for r in (full, quarter):
             table.add_row(f"{r.width} x {r.height}", f"{r.forward_backward_ms:.1f}", f"{r.forward_ms:.1f}",
-                          f"{r.backward_ms:.1f}", "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}")
+                          f"{r.backward_ms:.1f}", "n/a" if r.peak_mb is None else f"{r.peak_mb:.0f}",
+                          f"{r.zbuffer_ms:.1f}", f"{r.ratio:.2f}x")
         Console().print(table)
