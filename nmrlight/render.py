@@ -74,7 +74,7 @@ def project_scene(packed: PackedScene, camera: Camera) -> ScreenMesh:
 
 
 def _same_camera(a: Camera, b: Camera) -> bool:
-    return (a.width == b.width and a.height == b.height and a.near == b.near and a.far == b.far
+    return a is b or (a.width == b.width and a.height == b.height and a.near == b.near and a.far == b.far
             and torch.equal(a.K.cpu(), b.K.cpu())
             and (a.dist_coeffs is None) == (b.dist_coeffs is None)
             and (a.dist_coeffs is None or torch.equal(a.dist_coeffs.cpu(), b.dist_coeffs.cpu())))
@@ -303,7 +303,9 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
     unknown = outputs - ALL_OUTPUTS
     if unknown:
         raise NmrlightError(f"unknown render outputs {sorted(unknown)}; choose from {sorted(ALL_OUTPUTS)}")
-    camera = camera.to(scene.objects[0].vertices.device)
+    device = scene.objects[0].vertices.device
+    if camera.device != device:
+        camera = camera.to(device)
     want_blend = edges != "none" and bool(outputs & {"image", "alpha", "object_alpha"})
     if fixed is not None and (pick_backend(camera.device, backend) != "numba"
                               or not _same_camera(fixed.camera, camera)):

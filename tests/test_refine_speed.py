@@ -40,3 +40,31 @@ def test_large_images_take_the_convolution_path_with_the_same_result(monkeypatch
     by_conv = gaussian_blur(image, 1.5)
     assert torch.allclose(by_matrix, by_conv, atol=1e-6)
     assert gaussian_blur(image, 0.0) is image
+
+
+def test_lean_adam_takes_the_same_steps_as_torch_adam_with_a_schedule():
+    from nmrlight.refine.optimisers import LeanAdam, _cosine
+
+    def problem(params):
+        a, b, _unused = params
+        return ((a - torch.tensor([0.3, -1.2, 2.0])) ** 2).sum() * 3.0 + torch.cos(b * 2.0).sum()
+
+    start = [torch.tensor([1.0, 2.0, -0.5]), torch.tensor(0.7), torch.tensor([5.0])]
+    lrs = [0.05, 0.2, 0.1]
+    ours = [t.clone().requires_grad_(True) for t in start]
+    theirs = [t.clone().requires_grad_(True) for t in start]
+    lean = LeanAdam(ours, lrs)
+    torch_adam = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(theirs, lrs, strict=True)])
+    schedule = torch.optim.lr_scheduler.LambdaLR(torch_adam, _cosine(20))
+    factor = _cosine(20)
+    for i in range(20):
+        lean.zero_grad()
+        torch_adam.zero_grad()
+        problem(ours).backward()
+        problem(theirs).backward()
+        lean.step(factor(i))
+        torch_adam.step()
+        schedule.step()
+        for a, b in zip(ours, theirs, strict=True):
+            assert torch.equal(a, b)
+    assert not torch.equal(ours[0], start[0]) and torch.equal(ours[2], start[2])  # no gradient: untouched

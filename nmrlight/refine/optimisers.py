@@ -26,14 +26,53 @@ def _cosine(steps: int) -> Callable[[int], float]:
     return factor
 
 
+class LeanAdam:
+    """torch.optim.Adam's arithmetic (its single-tensor CPU path, default betas and eps, one learning
+    rate a tensor), op for op, so the iterates are the same bits, without the optimiser framework's
+    per-step overhead (hooks, checks, state dicts: ~1.5 ms a step, a tenth of a small render)."""
+
+    def __init__(self, parameters: list[torch.Tensor], lrs: list[float], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.parameters, self.lrs = parameters, list(lrs)
+        self.beta1, self.beta2, self.eps = betas[0], betas[1], eps
+        self.state: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(parameters)
+        self.steps = [0] * len(parameters)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, factor: float = 1.0) -> None:
+        """One step with learning rates lr * factor; tensors without a gradient are left alone (as Adam does)."""
+        beta1, beta2 = self.beta1, self.beta2
+        for k, p in enumerate(self.parameters):
+            if p.grad is None:
+                continue
+            if self.state[k] is None:
+                self.state[k] = (torch.zeros_like(p, memory_format=torch.preserve_format),
+                                 torch.zeros_like(p, memory_format=torch.preserve_format))
+            exp_avg, exp_avg_sq = self.state[k]
+            grad = p.grad
+            self.steps[k] += 1
+            step = float(self.steps[k])
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - beta1 ** step
+            bias_correction2 = 1 - beta2 ** step
+            step_size = self.lrs[k] * factor / bias_correction1
+            denom = (exp_avg_sq.sqrt() / bias_correction2 ** 0.5).add_(self.eps)
+            p.addcdiv_(exp_avg, denom, value=-step_size)
+
+
 def adam_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Evaluate, max_iter: int,
                patience: int, min_improvement: float) -> None:
     """Adam with per-parameter steps shrinking to a third (cosine) so the last iterates settle; stops
     after `patience` evaluations that do not beat the stage's best by `min_improvement`."""
-    optimiser = torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in zip(parameters, steps, strict=True)])
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, _cosine(max_iter))
+    optimiser = LeanAdam(parameters, steps)
+    schedule = _cosine(max_iter)
     best, stale = math.inf, 0
-    for _ in range(max_iter):
+    for i in range(max_iter):
         optimiser.zero_grad()
         value = evaluate()
         if value < best - min_improvement:
@@ -42,8 +81,7 @@ def adam_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Eva
             stale += 1
             if stale >= patience:
                 break
-        optimiser.step()
-        schedule.step()
+        optimiser.step(schedule(i))
 
 
 def lbfgs_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Evaluate, max_evaluations: int,
