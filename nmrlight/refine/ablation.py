@@ -37,6 +37,10 @@ SETTINGS: dict[str, dict] = {
     "both, learned lighting": {"losses": "both", "lighting": "learn", "weight_edges": 0.0, **_LOCAL},
     "silhouette + edges": {"losses": "silhouette", "lighting": "fixed", **_LOCAL},
     "both + edges, learned lighting (default)": {"losses": "both", "lighting": "learn", **_LOCAL},
+    # issue 12 item 5: fixed vs learned light under the photo edges, and the per-material shading term
+    "both + edges, fixed lighting": {"losses": "both", "lighting": "fixed", **_LOCAL},
+    "both + edges, materials, learned lighting": {"losses": "both", "lighting": "learn", "shading_materials": True,
+                                                   **_LOCAL},
 }
 # the parts of issue 11 (docs/accuracy.md), off by default: each switched on alone, then all
 _ALL = {"global_stage": True, "accept_iou_drop": 0.02, "rescore": True}

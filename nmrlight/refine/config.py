@@ -106,3 +106,5 @@ class RefineConfig:
     lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
     lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
+    # --- per-material shading term (issue 12 item 4; docs/lighting.md) ---
+    shading_materials: bool = False      # grayscale term with one albedo a material class (refine/shading.py)

@@ -30,6 +30,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
+from nmrlight.refine.shading import material_grayscale_loss, material_objects
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
@@ -137,6 +138,9 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     outputs = {"object_alpha"}
     if use_gray:
         outputs.add("image")
+    materials = use_gray and config.shading_materials
+    if materials:  # one colour channel a material class (nmrlight.refine.shading)
+        objects = material_objects(objects[0], objects[1:])
     out = render(Scene(objects), view.camera, lighting, background=0.0,
                  edges=edges, sigma=max(sigma, 0.3), outputs=outputs)
     alpha = out.object_alpha[0]
@@ -156,7 +160,11 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         else:
             sil = silhouette_loss(alpha, view.mask, view.weight)
         loss = loss + config.weight_silhouette * sil
-    if use_gray:
+    if materials:
+        gray = material_grayscale_loss(out.image, hard, view.photo, view.interior, config.huber_delta,
+                                       config.grayscale_trim)
+        loss = loss + config.weight_grayscale * gray
+    elif use_gray:
         gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta,
                               config.grayscale_trim)
         loss = loss + config.weight_grayscale * gray
