@@ -52,6 +52,15 @@ def _turn(rotation: torch.Tensor, heading: float, pitch: float) -> torch.Tensor:
     return rotation @ ry @ rx
 
 
+def _loss(rotation: torch.Tensor, translation: torch.Tensor, problem: CarProblem, stage: tuple, light,
+          setting: RefineConfig) -> float:
+    """The last stage's loss of the car at this pose (no optimisation)."""
+    view, edges, sigma = stage
+    params = PoseParams(rotation, translation, problem.camera)
+    with torch.no_grad():
+        return float(_evaluate(params, problem, view, light, setting, edges, sigma)[0])
+
+
 def image_rows(data: DataFolder, image_id: str, cars: list[CarPose], config: RefineConfig, near: float
                ) -> list[dict]:
     """One row a (paired, refinable) car and wrong pose: the loss at the truth and there, per setting."""
@@ -81,15 +90,12 @@ def image_rows(data: DataFolder, image_id: str, cars: list[CarPose], config: Ref
             setting = replace(config, **overrides, prior_weight=0.0)
             light = lights[setting.lighting]
 
-            def loss(rotation: torch.Tensor, setting=setting, light=light) -> float:
-                params = PoseParams(rotation, car.translation, camera)
-                with torch.no_grad():
-                    return float(_evaluate(params, problem, view, light, setting, edges, sigma)[0])
-
-            truth = loss(car.rotation)
+            stage = (view, edges, sigma)
+            truth = _loss(car.rotation, car.translation, problem, stage, light, setting)
             for wrong, (dh, dp) in WRONG.items():
+                other = _loss(_turn(car.rotation, dh, dp), car.translation, problem, stage, light, setting)
                 rows.append({"image": image_id, "car": car.index, "band": band, "setting": name, "wrong": wrong,
-                             "truth": truth, "other": loss(_turn(car.rotation, dh, dp))})
+                             "truth": truth, "other": other})
     return rows
 
 
