@@ -33,7 +33,7 @@ from nmrlight.refine.window import crop, make_view, signed_distance
 
 COMPARED = {  # the ablation's settings, and the shading terms alone (no silhouette, no edges)
     "silhouette + edges": SETTINGS["silhouette + edges"],
-    "both + edges, learned lighting (default)": SETTINGS["both + edges, learned lighting (default)"],
+    "both + edges, learned lighting": SETTINGS["both + edges, learned lighting"],
     "both + edges, fixed lighting": SETTINGS["both + edges, fixed lighting"],
     "both + edges, materials, learned lighting": SETTINGS["both + edges, materials, learned lighting"],
     "shading alone, one albedo (learned light)": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0},
