@@ -34,7 +34,6 @@ from nmrlight.refine.window import crop, make_view, signed_distance
 COMPARED = {  # the ablation's settings, and the shading terms alone (no silhouette, no edges)
     "silhouette + edges": SETTINGS["silhouette + edges"],
     "both + edges, learned lighting": SETTINGS["both + edges, learned lighting"],
-    "both + edges, fixed lighting": SETTINGS["both + edges, fixed lighting"],
     "both + edges, materials, learned lighting": SETTINGS["both + edges, materials, learned lighting"],
     "shading alone, one albedo (learned light)": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0},
     "shading alone, materials (learned light)": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0,
@@ -148,8 +147,8 @@ def main() -> None:
         cars = truth_cars(truth.get(image_id, []), predictions[image_id], pairing[image_id] if pairing else None)
         rows += image_rows(data, image_id, cars, config, args.near)
         print(f"{image_id}: {len(rows)} rows", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows))
+        if args.json:  # after each image: a long run can be read before it ends
+            args.json.write_text(json.dumps(rows))
     print(summary(rows))
 
 
