@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
             "any value, worker count or backend.")),
         device: str = typer.Option("cpu", "--device", help="cpu or cuda (worker i uses cuda:i % GPUs)."),
         gif: bool = typer.Option(False, "--gif", help="Write an optimisation GIF per car to OUT/gifs/."),
-        losses: str = typer.Option("both", "--losses", help=f"Loss terms: {', '.join(LOSS_TERMS)}."),
+        losses: str = typer.Option(RefineConfig.losses, "--losses", help=f"Loss terms: {', '.join(LOSS_TERMS)}."),
         lighting: str = typer.Option("learn", "--lighting", help=f"Lighting: {', '.join(LIGHTING_MODES)}."),
         edges: float = typer.Option(RefineConfig.weight_edges, "--edges", min=0.0, help=(
             "Weight of the photo-edge term along the rendered outline (0: off).")),
@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
+        shading_materials: bool = typer.Option(False, "--shading-materials", help=(
+            "Grayscale term with one albedo a material class (body, glass, tyres; docs/lighting.md).")),
     ) -> None:
         """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
 
@@ -99,7 +101,7 @@ def register(app: typer.Typer) -> None:
                               masks_file=str(masks.resolve()) if masks else None,
                               coco_images=str(coco_images.resolve()) if coco_images else None,
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
-                              accept_iou_drop=accept_iou_drop, rescore=rescore)
+                              accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

@@ -26,21 +26,30 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.image import refine_image
 from nmrlight.rotations import metric_rotation_error_deg
 
-# the four settings of the original question (silhouette vs grayscale, fixed vs learned lighting),
+# the default (silhouette + photo edges; the light learned for the report only, which moves no pose)
+# first, then the four settings of the original question (silhouette vs grayscale, fixed vs learned lighting),
 # then the photo-edge term (lighting-free) alone with the silhouette and with everything; all of them
 # the local refinement alone (no global stage, acceptance rule or re-scoring)
 _LOCAL = {"global_stage": False, "accept_iou_drop": None, "rescore": False}  # the defaults, spelled out
 SETTINGS: dict[str, dict] = {
+    "silhouette + edges, learned lighting reported (default)": {"losses": "silhouette", "lighting": "learn",
+                                                                **_LOCAL},
     "silhouette only": {"losses": "silhouette", "lighting": "fixed", "weight_edges": 0.0, **_LOCAL},
     "grayscale only": {"losses": "grayscale", "lighting": "learn", "weight_edges": 0.0, **_LOCAL},
     "both, fixed lighting": {"losses": "both", "lighting": "fixed", "weight_edges": 0.0, **_LOCAL},
     "both, learned lighting": {"losses": "both", "lighting": "learn", "weight_edges": 0.0, **_LOCAL},
     "silhouette + edges": {"losses": "silhouette", "lighting": "fixed", **_LOCAL},
-    "both + edges, learned lighting (default)": {"losses": "both", "lighting": "learn", **_LOCAL},
+    "both + edges, learned lighting": {"losses": "both", "lighting": "learn", **_LOCAL},
+    # issue 12 item 5: fixed vs learned light under the photo edges, and the per-material shading term
+    "both + edges, fixed lighting": {"losses": "both", "lighting": "fixed", **_LOCAL},
+    "both + edges, materials, learned lighting": {"losses": "both", "lighting": "learn", "shading_materials": True,
+                                                   **_LOCAL},
 }
 # the parts of issue 11 (docs/accuracy.md), off by default: each switched on alone, then all
 _ALL = {"global_stage": True, "accept_iou_drop": 0.02, "rescore": True}
 GLOBAL_SETTINGS: dict[str, dict] = {
+    "silhouette + edges, learned lighting reported (default)": {"losses": "silhouette", "lighting": "learn",
+                                                                **_LOCAL},
     "local refinement (default)": {},
     "+ global stage": {"global_stage": True},
     "+ acceptance rule": {"accept_iou_drop": 0.02},

@@ -21,7 +21,9 @@ DEFAULT_STAGES: tuple[tuple[int, str, float, int], ...] = (
 class RefineConfig:
     """What to optimise and how. Defaults are the recommended setting."""
 
-    losses: str = "both"                 # silhouette, grayscale or both
+    # silhouette (+ photo edges), grayscale or both; the grayscale shading term is off by default: it
+    # has not improved a pose measurably in any ablation (docs/lighting.md); the light is still learned
+    losses: str = "silhouette"
     lighting: str = "learn"              # learn it from the image, or keep `fixed_lighting`
     fixed_lighting: tuple[float, float, float, float, float] = (0.5, 0.5, 0.0, -1.0, -0.5)  # ambient, directional, d
     lighting_cars: int = 3               # how many cars (closest with masks first) to fit the lighting on
@@ -106,3 +108,5 @@ class RefineConfig:
     lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
     lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
+    # --- per-material shading term (issue 12 item 4; docs/lighting.md) ---
+    shading_materials: bool = False      # grayscale term with one albedo a material class (refine/shading.py)

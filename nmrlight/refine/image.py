@@ -134,7 +134,10 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
     _shortlist_meshes(data, state, camera, config)
 
     light_fit, used = (None, [])
-    if config.lighting == "learn" and labels is not None:
+    # the light is learned for the report in any case, but fitted before the refinement only when a
+    # shading term will use it
+    shading = config.losses in ("grayscale", "both")
+    if config.lighting == "learn" and labels is not None and shading:
         light_fit, used = _fit_lighting(state, camera, photo, labels, config, final=not config.lighting_refit)
     lighting = light_fit.lighting() if light_fit is not None else _fixed(config)
 
@@ -190,7 +193,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
                    "mask_offset_px": round(outcome.mask_offset, 3), **car.extra})
 
-    if config.lighting == "learn" and labels is not None and config.lighting_refit and light_fit is not None:
+    if config.lighting == "learn" and labels is not None and (
+            not shading or (config.lighting_refit and light_fit is not None)):
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)
         if refit is not None:
             light_fit, used = refit, used_refit

@@ -30,6 +30,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
+from nmrlight.refine.shading import material_grayscale_loss, material_objects
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import FixedLayer, fixed_layer, render
 from nmrlight.rotations import so3_exp
@@ -136,8 +137,13 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     outputs = {"object_alpha"}
     if use_gray:
         outputs.add("image")
-    out = render(Scene([car]), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
-                 outputs=outputs, fixed=_fixed_neighbours(problem, view), alpha_objects=1)
+    materials = use_gray and config.shading_materials
+    if materials:  # one colour channel a material class, the neighbours black (nmrlight.refine.shading)
+        out = render(Scene(material_objects(car, window_neighbours(problem, view))), view.camera, lighting,
+                     background=0.0, edges=edges, sigma=max(sigma, 0.3), outputs=outputs, alpha_objects=1)
+    else:
+        out = render(Scene([car]), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
+                     outputs=outputs, fixed=_fixed_neighbours(problem, view), alpha_objects=1)
     alpha = out.object_alpha[0]
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
@@ -155,7 +161,11 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         else:
             sil = silhouette_loss(alpha, view.mask, view.weight)
         loss = loss + config.weight_silhouette * sil
-    if use_gray:
+    if materials:
+        gray = material_grayscale_loss(out.image, hard, view.photo, view.interior, config.huber_delta,
+                                       config.grayscale_trim)
+        loss = loss + config.weight_grayscale * gray
+    elif use_gray:
         gray = grayscale_loss(out.image[0], hard, view.photo, view.interior, config.huber_delta,
                               config.grayscale_trim)
         loss = loss + config.weight_grayscale * gray
