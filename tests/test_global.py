@@ -162,6 +162,14 @@ def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
     assert near.cars == 2
     assert (near.flips_fixed, near.flips, near.flips_broken) == (1, 1, 1)
     assert near.trans_before == pytest.approx(0.5 * 0.2 / math.sqrt(101.0))  # median of 0 and 0.2 m at 10.05 m
+    assert near.worse == pytest.approx(0.5)   # the correct start flipped ended 180 deg farther
+    # the ceiling: paired detections at their true poses (the detector's confidence), the false positive kept
+    from nmrlight.refine.ablation import ceiling_poses
+
+    ceiling = ceiling_poses(truth, before, pairing)["A"]
+    assert ceiling[0].rotation == truth["A"][1].rotation and ceiling[0].translation == truth["A"][1].translation
+    assert ceiling[1] == before["A"][1] and ceiling[2].translation == truth["A"][0].translation
+    assert near.map_after < near.map_ceiling < 1.0   # the false positive, ranked with the others, costs precision
 
 
 def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(picture, tmp_path) -> None:

@@ -106,3 +106,10 @@ class RefineConfig:
     lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
     lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
+    # --- ground plane per photograph (issue 11 item 3; docs/accuracy.md, nmrlight.refine.ground) ---
+    ground_plane: bool = False           # fuse each car's depth with where its ray meets the other cars' road
+    ground_depth_sd: tuple[float, float] = (0.006, 0.0002)  # refined depth's relative sd: near + per metre
+    ground_unrefined_sd: float | None = 0.1   # ... of a car that kept the detector's pose (None: never moved)
+    ground_residual: float = 0.05        # road unevenness (m) added to each car's height off the plane
+    ground_min_cars: int = 3             # fewer other cars on the plane: the car is left alone
+    ground_gate: float = 3.0             # depths disagreeing beyond this many sd: the car is left alone
