@@ -121,12 +121,13 @@ def test_apply_ground_moves_the_refined_pose_along_its_ray() -> None:
     rng = np.random.default_rng(5)
     cars, results = [], {}
     for k, (x, z) in enumerate([(-3, 10), (2, 14), (5, 22), (-6, 30), (1, 45), (-4, 52), (6, 60), (3, 70)]):
-        r = _rotation(float(rng.uniform(-3, 3)))
+        heading = float(rng.uniform(-3, 3))
+        r = _rotation(heading)
         contact = np.array([x, PLANE @ [1.0, z, x], z])
         t = contact - r @ np.array([0.0, drop, 0.0])
         if k == 7:
             t = t * 0.92                           # the far car 8 % too near
-        pose = CarPose(17, (0.16, 0.0, math.pi), tuple(float(a) for a in t), 0.9)
+        pose = CarPose(17, (0.16, heading, math.pi), tuple(float(a) for a in t), 0.9)
         car = _Car(k, pose, v, f, torch.as_tensor(r, dtype=torch.float32), torch.as_tensor(t, dtype=torch.float32),
                    model=17)
         cars.append(car)
@@ -151,3 +152,30 @@ def test_apply_ground_moves_the_refined_pose_along_its_ray() -> None:
 
 def _car_rotation(car: _Car) -> np.ndarray:
     return car.rotation.double().numpy()
+
+
+def test_a_refinement_that_walked_off_the_road_falls_back_to_the_detectors_pose() -> None:
+    """Refined depth 30 % off (a mostly hidden car's refinement drifting), the detector's 3 % off: the
+    plane of the other cars rejects the refined depth and fuses the detector's pose instead."""
+    from nmrlight.refine.ground import ground_results
+
+    rng = np.random.default_rng(2)
+    rs, ts = _street(rng, 8)
+    angles = [(0.16, float(h), math.pi) for h in rng.uniform(-3, 3, 8)]
+    results = []
+    for k, t in enumerate(ts):   # on the plane whatever the heading (the drop is along the car's y axis)
+        truth = CarPose(17, angles[k], tuple(float(x) for x in t), 0.9)
+        results.append(CarResult(k, truth, truth, status="refined"))
+    far = int(np.argmax([t[2] for t in ts]))
+    t = ts[far]
+    drifted = CarPose(17, (0.16, angles[far][1] + 0.3, math.pi), tuple(float(x) for x in 1.3 * t), 0.9)
+    start = CarPose(17, angles[far], tuple(float(x) for x in 1.03 * t), 0.9)
+    results[far] = CarResult(far, start, drifted, status="refined")
+    config = RefineConfig(ground_plane=True, ground_residual=0.02)
+    ground_results(results, [DROP] * 8, config)
+    g = results[far].extra["ground"]
+    assert g["used"] and g["source"] == "initial"
+    assert results[far].refined.rotation == start.rotation                      # the detector's rotation back
+    assert abs(results[far].refined.translation[2] - t[2]) < 0.03 * t[2] * 0.8  # and its depth pulled in
+    others = [r for k, r in enumerate(results) if k != far]
+    assert all(r.extra["ground"]["source"] == "refined" for r in others)

@@ -113,3 +113,6 @@ class RefineConfig:
     ground_residual: float = 0.05        # road unevenness (m) added to each car's height off the plane
     ground_min_cars: int = 3             # fewer other cars on the plane: the car is left alone
     ground_gate: float = 3.0             # depths disagreeing beyond this many sd: the car is left alone
+    # --- global stage made affordable (docs/accuracy.md): other starts screened with the coarsest stage ---
+    global_screen: bool = True           # refine an alternative fully only when its screened pose wins
+    global_screen_margin: float = 0.0    # ... beating the detector's refined pose in a common view by this

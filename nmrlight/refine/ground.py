@@ -5,7 +5,7 @@ is pinned to a fraction of a pixel; the ray through it meets the road at one dep
 learned from the photograph's own cars, like the lighting: each car's contact point (the point
 below its centre at the height of its wheels: `drop` along the model's y axis, the mesh's smallest
 y after the Kaggle flip, since v3 ~ pi turns that side down) is fitted by
-y = a + b z + c x (camera frame, metres) with weighted, robust least squares (Cauchy reweighting)
+y = a + b z + c x (camera frame, metres) with weighted, robust least squares (best-subset start, Tukey reweighting)
 and a Gaussian prior on (a, b, c) around the real data's road (its residual is large: the prior
 matters only for photographs with few cars). Why this works for depth: moving a point along its
 viewing ray by a fraction d of its depth moves it off the plane by about d * a (a ~ 1.8 m, the
@@ -30,7 +30,7 @@ import numpy as np
 # the contact plane of the real data's cars (camera frame): their centres' fit 1.04 + 0.169 z +
 # 0.051 x, lowered by about half a car's height (0.75 m); prior standard deviations of each coefficient
 PRIOR_PLANE = (1.8, 0.169, 0.051)
-PRIOR_SD = (0.4, 0.05, 0.05)
+PRIOR_SD = (0.4, 0.03, 0.02)
 
 
 @dataclass
@@ -59,11 +59,12 @@ class GroundFix:
     depth_after: float
     cars: int                 # cars of the leave-one-out plane
     used: bool                # False: the depths disagreed beyond the gate (car left alone)
+    source: str = "refined"   # "initial": the refined depth disagreed, the fallback (detector's) pose agreed
 
     def to_dict(self) -> dict:
         return {"depth_before": round(self.depth_before, 3), "depth_plane": round(self.depth_plane, 3),
                 "depth_plane_sd": round(self.depth_plane_sd, 3), "depth_after": round(self.depth_after, 3),
-                "cars": self.cars, "used": self.used}
+                "cars": self.cars, "used": self.used, "source": self.source}
 
 
 def contact_point(rotation: np.ndarray, translation: np.ndarray, drop: float) -> np.ndarray:
@@ -76,22 +77,39 @@ def fit_plane(points: np.ndarray, sds: np.ndarray, residual: float = 0.05, itera
               cauchy: float = 2.5, prior: tuple[float, float, float] = PRIOR_PLANE,
               prior_sd: tuple[float, float, float] = PRIOR_SD) -> GroundPlane:
     """Robust weighted fit of y = a + b z + c x to contact points (n, 3); `sds` the off-plane standard
-    deviation of each point (m), `residual` the road's own unevenness added to each. Cauchy
-    reweighting at `cauchy` standard deviations downweights cars off the road (or badly placed)."""
+    deviation of each point (m), `residual` the road's own unevenness added to each. Robust: the start
+    is the best of the plane of all cars and those of all but one (truncated squares), then Tukey
+    reweighting drops cars beyond 2 `cauchy` standard deviations (off the road, or badly placed)."""
     points = np.asarray(points, float).reshape(-1, 3)
     j = np.column_stack([np.ones(len(points)), points[:, 2], points[:, 0]])
     y = points[:, 1]
     base = 1.0 / (np.asarray(sds, float) ** 2 + residual ** 2)
     p0, p_inv = np.asarray(prior, float), np.diag(1.0 / np.asarray(prior_sd, float) ** 2)
-    robust = np.ones(len(points))
-    coef, cov = p0.copy(), np.linalg.inv(p_inv)
+
+    def solve(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cov = np.linalg.inv(j.T @ (w[:, None] * j) + p_inv)
+        return cov @ (j.T @ (w * y) + p_inv @ p0), cov
+
+    def cost(coef: np.ndarray) -> float:
+        return float(np.sum(np.minimum(((y - j @ coef) * np.sqrt(base)) ** 2, cauchy ** 2)))
+
+    # robust start: the plane of all cars, or of all but one (each tried), whichever leaves the lowest
+    # truncated squared residuals (an outlier costs at most `cauchy`^2) over all cars; with a handful
+    # of cars one far car off the road (high leverage) would otherwise tilt the plane onto itself
+    coef, cov = solve(base)
+    if len(y) >= 4:
+        for k in range(len(y)):
+            w = base.copy()
+            w[k] = 0.0
+            trial, trial_cov = solve(w)
+            if cost(trial) < cost(coef):
+                coef, cov = trial, trial_cov
+    robust = np.ones(len(y))
     for _ in range(max(1, iterations)):
-        w = base * robust
-        a = j.T @ (w[:, None] * j) + p_inv
-        cov = np.linalg.inv(a)
-        coef = cov @ (j.T @ (w * y) + p_inv @ p0)
-        r = (y - j @ coef) * np.sqrt(base)
-        robust = 1.0 / (1.0 + (r / cauchy) ** 2)
+        # Tukey's biweight: a car beyond 2 `cauchy` standard deviations has no weight at all
+        u = (y - j @ coef) * np.sqrt(base) / (2.0 * cauchy)
+        robust = np.where(np.abs(u) < 1.0, (1.0 - u ** 2) ** 2, 0.0)
+        coef, cov = solve(base * robust)
     return GroundPlane(coef, cov, int(np.sum(robust > 0.5)))
 
 
@@ -116,11 +134,15 @@ def plane_depth(plane: GroundPlane, rotation: np.ndarray, translation: np.ndarra
 
 def ground_fixes(rotations: list[np.ndarray], translations: list[np.ndarray], drops: list[float],
                  depth_sds: list[float | None], residual: float = 0.05, min_cars: int = 3,
-                 gate: float = 3.0) -> list[GroundFix | None]:
+                 gate: float = 3.0, fallbacks: list | None = None, fallback_sd: float = 0.1
+                 ) -> list[GroundFix | None]:
     """Per car: its depth fused with where its ray meets the plane of the other cars (leave-one-out).
 
     `depth_sds[k]`: the relative sd of car k's depth (None: not used for the plane and not moved).
-    A car gets None when fewer than `min_cars` other cars fit its plane or its ray misses it."""
+    A car gets None when fewer than `min_cars` other cars fit its plane or its ray misses it. When the
+    two depths disagree beyond `gate` sd and `fallbacks[k]` gives another (rotation, translation) of
+    the car (the detector's, relative depth sd `fallback_sd`) that agrees, that one is fused instead
+    (`source` "initial": a refinement that walked off, e.g. a mostly hidden car, is undone)."""
     n = len(translations)
     points = np.array([contact_point(r, t, d) for r, t, d in zip(rotations, translations, drops, strict=True)]
                       ).reshape(-1, 3)
@@ -146,9 +168,21 @@ def ground_fixes(rotations: list[np.ndarray], translations: list[np.ndarray], dr
             continue
         sd_r = rel[k] * z_r
         used = abs(z_p - z_r) <= gate * np.hypot(sd_r, sd_p)
-        z_f = (z_r / sd_r ** 2 + z_p / sd_p ** 2) / (1 / sd_r ** 2 + 1 / sd_p ** 2) if used else z_r
-        out.append(GroundFix(z_r, z_p, sd_p, float(z_f), plane.cars, bool(used)))
+        fix = GroundFix(z_r, z_p, sd_p, _fuse(z_r, sd_r, z_p, sd_p) if used else z_r, plane.cars, bool(used))
+        back = fallbacks[k] if fallbacks is not None else None
+        if not used and back is not None:
+            z_i = float(back[1][2])
+            z_q, sd_q = plane_depth(plane, back[0], back[1], drops[k], residual)
+            sd_i = fallback_sd * z_i
+            if np.isfinite(z_q) and abs(z_q - z_i) <= gate * np.hypot(sd_i, sd_q):
+                fix = GroundFix(z_r, z_q, sd_q, _fuse(z_i, sd_i, z_q, sd_q), plane.cars, True, "initial")
+        out.append(fix)
     return out
+
+
+def _fuse(z_a: float, sd_a: float, z_b: float, sd_b: float) -> float:
+    """Inverse-variance mean of two depths."""
+    return float((z_a / sd_a ** 2 + z_b / sd_b ** 2) / (1 / sd_a ** 2 + 1 / sd_b ** 2))
 
 
 def refined_depth_sd(depth: float, near_sd: float, per_metre: float) -> float:
@@ -156,38 +190,59 @@ def refined_depth_sd(depth: float, near_sd: float, per_metre: float) -> float:
     return near_sd + per_metre * depth
 
 
-def apply_ground(cars: list, results: dict, config) -> None:
+def ground_results(results: list, drops: list[float], config) -> list[GroundFix | None]:
     """Move each car of a refined photograph along its ray to its fused depth (`ground_fixes`).
 
-    `cars`: refine_image's cars (mesh, current pose, status); `results`: their CarResults by index,
-    whose refined poses (and the cars' translations, for the lighting refit) are updated in place."""
+    `results`: the photograph's CarResults (refined poses updated in place, `extra["ground"]` says what
+    the plane did); `drops[k]`: car k's contact offset (`contact_point`). Refined cars' depths have the
+    relative sd `ground_depth_sd`; cars that kept the detector's pose (no mask, or the refinement did
+    not improve) `ground_unrefined_sd` (None: not moved, not used for the plane)."""
     from nmrlight.io.poses import CarPose
+    from nmrlight.rotations import kaggle_to_matrix
 
     near, per_metre = config.ground_depth_sd
-    rotations, translations, drops, sds = [], [], [], []
-    for car in cars:
-        t = car.translation.double().numpy()
-        rotations.append(car.rotation.double().numpy())
+    rotations, translations, sds = [], [], []
+    for result in results:
+        t = np.asarray(result.refined.translation, float)
+        rotations.append(kaggle_to_matrix(np.asarray(result.refined.rotation, float)))
         translations.append(t)
-        drops.append(float(car.vertices[:, 1].min()))
-        result = results.get(car.index)
-        if result is None or car.status == "not visible" or t[2] <= 0:
+        if result.status == "not visible" or t[2] <= 0:
             sds.append(None)
         elif result.status == "refined":
             sds.append(refined_depth_sd(float(t[2]), near, per_metre))
         else:
             sds.append(config.ground_unrefined_sd)
+    fallbacks = [(kaggle_to_matrix(np.asarray(r.initial.rotation, float)), np.asarray(r.initial.translation, float))
+                 if r.status == "refined" and config.ground_unrefined_sd is not None else None for r in results]
     fixes = ground_fixes(rotations, translations, drops, sds, config.ground_residual, config.ground_min_cars,
-                         config.ground_gate)
-    for car, fix in zip(cars, fixes, strict=True):
+                         config.ground_gate, fallbacks, config.ground_unrefined_sd or 0.1)
+    for result, fix in zip(results, fixes, strict=True):
         if fix is None:
             continue
-        result = results[car.index]
         result.extra["ground"] = fix.to_dict()
-        if not fix.used or fix.depth_after == fix.depth_before:
+        if not fix.used:
             continue
-        scale = fix.depth_after / fix.depth_before
-        car.translation = car.translation * scale
-        p = result.refined
+        p = result.initial if fix.source == "initial" else result.refined
+        scale = fix.depth_after / float(p.translation[2])
         result.refined = CarPose(p.model_type, p.rotation, tuple(float(x) * scale for x in p.translation),
-                                 p.confidence)
+                                 result.refined.confidence)
+    return fixes
+
+
+def apply_ground(cars: list, results: dict, config) -> None:
+    """`ground_results` for refine_image's cars (mesh, status) and their CarResults by index; the cars'
+    poses follow (the lighting refit sees the moved cars)."""
+    import torch
+
+    from nmrlight.rotations import kaggle_to_matrix
+
+    order = [car for car in cars if car.index in results]
+    fixes = ground_results([results[car.index] for car in order],
+                           [float(car.vertices[:, 1].min()) for car in order], config)
+    for car, fix in zip(order, fixes, strict=True):
+        if fix is not None and fix.used:
+            pose = results[car.index].refined
+            car.translation = torch.as_tensor(pose.translation, dtype=car.translation.dtype)
+            if fix.source == "initial":
+                car.rotation = torch.as_tensor(kaggle_to_matrix(np.asarray(pose.rotation, float)),
+                                               dtype=car.rotation.dtype)

@@ -70,12 +70,14 @@ class GlobalOutcome:
     margin: float = 0.0       # final loss of the runner-up minus the winner's (0: one refined)
     detector: PoseOutcome | None = None   # the refinement started from the detector's pose
     seconds: float = 0.0
+    judged: dict[str, float] = field(default_factory=dict)   # screening: label -> loss in the common view
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
                 "coarse": [[s.hypothesis.label(), round(s.score, 4)] for s in self.scored[:5]],
                 "refined": {k: round(v, 4) for k, v in self.refined.items()},
-                "margin": round(self.margin, 4), "seconds": round(self.seconds, 3)}
+                "margin": round(self.margin, 4), "seconds": round(self.seconds, 3),
+                "judged": {k: round(v, 4) for k, v in self.judged.items()}}
 
 
 def _wrap_deg(angle: float) -> float:
@@ -165,19 +167,51 @@ def _shortlist(scored: list[Scored], config: RefineConfig) -> list[Hypothesis]:
     return chosen
 
 
+def _screen_config(config: RefineConfig) -> RefineConfig:
+    """The first (coarsest) stage only: where a start's basin leads, at a fraction of the cost."""
+    return replace(config, stages=tuple(config.stages[:1]), large_stage=None)
+
+
+def _judge(problem: CarProblem, lighting: Lighting, config: RefineConfig, rotation: torch.Tensor,
+           translation: torch.Tensor) -> float:
+    """The image loss of a pose in one common view (the second stage's size and blur, no iteration, no
+    prior): screened and fully refined poses compared on equal terms."""
+    size, edges, sigma, _ = config.stages[min(1, len(config.stages) - 1)]
+    judge = replace(config, stages=((size, edges, sigma, 0),), large_stage=None, align_start=False)
+    return refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, judge).loss_before
+
+
 def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None) -> GlobalOutcome:
-    """The global stage for one car; returns the accepted refinement (or the detector's pose kept)."""
+    """The global stage for one car; returns the accepted refinement (or the detector's pose kept).
+
+    The detector's start is refined as without the stage. With `global_screen`, each other shortlisted
+    start is first refined with the coarsest stage only and judged against the detector's refined pose
+    in one common view; only one that beats it there by `global_screen_margin` is refined fully, so
+    that a car costs about one refinement plus a few coarse renders unless an alternative looks better."""
     began = time.perf_counter()
     scored = coarse_scores(problem, lighting, config, hypotheses(config))
     shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
-    outcomes: dict[Hypothesis, PoseOutcome] = {}
+    detector = Hypothesis(0.0, 1.0)
+    outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
+    base = outcomes[detector]
+    spent_seconds, spent_iterations = 0.0, 0
+    judged: dict[str, float] = {}
+    if config.global_screen and len(shortlist) > 1:
+        judged[detector.label()] = _judge(problem, lighting, config, base.rotation, base.translation)
     for h in shortlist:
+        if h.is_detector:
+            continue
         rotation, translation = start_pose(problem, h)
-        outcomes[h] = refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, config,
-                                  frame=frame if h.is_detector else None)
-    base = outcomes[shortlist[0]]
+        start = replace(problem, rotation=rotation, translation=translation)
+        if config.global_screen:
+            screened = refine_pose(start, lighting, _screen_config(config))
+            spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
+            judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
+            if judged[h.label()] > judged[detector.label()] - config.global_screen_margin:
+                continue
+        outcomes[h] = refine_pose(start, lighting, config)
     # an alternative wins only when its final loss beats the detector's start and refinement by a margin
-    best_h, best = shortlist[0], base
+    best_h, best = detector, base
     for h, o in outcomes.items():
         if h.is_detector:
             continue
@@ -186,11 +220,11 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     finals = sorted(o.loss_after for o in outcomes.values())
     margin = finals[1] - finals[0] if len(finals) > 1 else 0.0
     chosen = replace(best, loss_before=base.loss_before, iou_before=base.iou_before,
-                     seconds=sum(o.seconds for o in outcomes.values()),
-                     iterations=sum(o.iterations for o in outcomes.values()),
+                     seconds=sum(o.seconds for o in outcomes.values()) + spent_seconds,
+                     iterations=sum(o.iterations for o in outcomes.values()) + spent_iterations,
                      improved=best.loss_after < base.loss_before)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
-                         margin, base, time.perf_counter() - began)
+                         margin, base, time.perf_counter() - began, judged)
 
 
 def accept(outcome: PoseOutcome, config: RefineConfig) -> tuple[PoseOutcome, str | None]:
