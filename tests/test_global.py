@@ -74,7 +74,8 @@ def test_heading_turn_adds_to_the_kaggle_heading() -> None:
 
 
 def test_hypotheses_start_with_the_detector_and_cover_flips_and_depths() -> None:
-    hs = hypotheses(RefineConfig())
+    hs = hypotheses(RefineConfig(global_headings_deg=(15.0, -15.0, 30.0, -30.0, 180.0, 165.0, 195.0),
+                                 global_depth_factors=(0.8, 0.9, 1.1, 1.2)))
     assert hs[0] == Hypothesis(0.0, 1.0) and hs[0].is_detector
     assert Hypothesis(180.0, 1.0) in hs and Hypothesis(180.0, 1.0).flipped
     assert Hypothesis(0.0, 0.8) in hs and Hypothesis(30.0, 1.2) in hs
@@ -115,6 +116,8 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert found.chosen.flipped and found.outcome.improved
     assert error < 10.0
+    # screened with the coarsest stage, the flip already fits better than the detector's refined pose
+    assert found.judged["+180deg x1"] < found.judged["+0deg x1"] and "+180deg x1" in found.refined
     # the plain refinement from the flipped start stays flipped (the local basin)
     plain = found.detector
     assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
@@ -127,6 +130,9 @@ def test_global_stage_keeps_a_correct_heading(picture) -> None:
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert not found.chosen.flipped
     assert error < 3.0
+    # the flip was screened (coarsest stage only), judged clearly worse, and never refined fully
+    assert found.judged["+180deg x1"] > found.judged["+0deg x1"] + 0.05
+    assert list(found.refined) == ["+0deg x1"]
 
 
 def _outcome(iou_before: float, iou_after: float, improved: bool = True) -> PoseOutcome:

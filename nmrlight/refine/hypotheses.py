@@ -2,17 +2,19 @@
 
 The local refinement only finds the basin it starts in. A real detector's errors include heading
 flips (front and back swapped, 7 % of cars), large heading errors and depth errors of 10-20 %.
-Each car gets hypotheses: the detector's heading, +-15 and +-30 deg, the flipped heading (+180 deg,
-and +-15 deg around it), each at depths along the viewing ray scaled by 0.8 ... 1.2 (the projected
-centre stays put). Each is rendered once, hard and small, with the other cars of the window, and
-scored by the blurred silhouette against the mask, the photo's edges along the outline and the
-shading under the learned light (front and back of a car have nearly mirror silhouettes, so flips
-are decided by what differs: internal edges and shading). The detector's pose and the best few
-other hypotheses whose coarse score is close to it are refined (`refine_pose`, a black box), and
-the winner is the lowest final loss, an alternative only when it beats the detector's start by
-`global_switch_margin`. `accept` (used with or without the global stage): the final pose must
-fit the mask about as well as the detector's pose did (IoU), else the car keeps the detector's pose
-(a wrong basin is not an improvement).
+Each car gets hypotheses: the detector's pose and, by default, its flipped heading (+180 deg);
+heading turns (`global_headings_deg`, e.g. +-15, +-30) and depths along the viewing ray
+(`global_depth_factors`, the projected centre stays put) can be added. Each is rendered once, hard
+and small, with the other cars of the window, and scored by the blurred silhouette against the mask,
+the photo's edges along the outline and the shading under the learned light (front and back of a
+car have nearly mirror silhouettes, so flips are decided by what differs: shading and edges). The
+detector's pose is refined as without the stage; the best other hypotheses whose coarse score is
+close to it are screened (`global_screen`: refined with the coarsest stage only, then judged against
+the detector's refined pose in one common view), and only those that pass are refined fully
+(`refine_pose`, a black box). The winner is the lowest final loss, an alternative only when it beats
+the detector's start and refinement by `global_switch_margin`. `accept` (used with or without the
+global stage): the final pose must fit the mask about as well as the detector's pose did (IoU), else
+the car keeps the detector's pose (a wrong basin is not an improvement).
 """
 
 from __future__ import annotations
@@ -186,8 +188,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
 
     The detector's start is refined as without the stage. With `global_screen`, each other shortlisted
     start is first refined with the coarsest stage only and judged against the detector's refined pose
-    in one common view; only one that beats it there by `global_screen_margin` is refined fully, so
-    that a car costs about one refinement plus a few coarse renders unless an alternative looks better."""
+    in one common view; only one whose loss there is below the detector's minus `global_screen_margin`
+    (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
+    few coarse renders and a coarse screen unless an alternative looks as good."""
     began = time.perf_counter()
     scored = coarse_scores(problem, lighting, config, hypotheses(config))
     shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
