@@ -171,7 +171,7 @@ def test_a_refinement_that_walked_off_the_road_falls_back_to_the_detectors_pose(
     drifted = CarPose(17, (0.16, angles[far][1] + 0.3, math.pi), tuple(float(x) for x in 1.3 * t), 0.9)
     start = CarPose(17, angles[far], tuple(float(x) for x in 1.03 * t), 0.9)
     results[far] = CarResult(far, start, drifted, status="refined")
-    config = RefineConfig(ground_plane=True, ground_residual=0.02)
+    config = RefineConfig(ground_plane=True, ground_residual=0.02, ground_fallback=True)
     ground_results(results, [DROP] * 8, config)
     g = results[far].extra["ground"]
     assert g["used"] and g["source"] == "initial"
@@ -179,3 +179,7 @@ def test_a_refinement_that_walked_off_the_road_falls_back_to_the_detectors_pose(
     assert abs(results[far].refined.translation[2] - t[2]) < 0.03 * t[2] * 0.8  # and its depth pulled in
     others = [r for k, r in enumerate(results) if k != far]
     assert all(r.extra["ground"]["source"] == "refined" for r in others)
+    # without the fallback (the default) the drifted car is left alone
+    results[far] = CarResult(far, start, drifted, status="refined")
+    ground_results(results, [DROP] * 8, RefineConfig(ground_plane=True, ground_residual=0.02))
+    assert not results[far].extra["ground"]["used"] and results[far].refined == drifted

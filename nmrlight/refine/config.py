@@ -112,7 +112,8 @@ class RefineConfig:
     ground_unrefined_sd: float | None = 0.1   # ... of a car that kept the detector's pose (None: never moved)
     ground_residual: float = 0.05        # road unevenness (m) added to each car's height off the plane
     ground_min_cars: int = 3             # fewer other cars on the plane: the car is left alone
-    ground_gate: float = 3.0             # depths disagreeing beyond this many sd: the car is left alone
+    ground_gate: float = 3.0             # depths disagreeing beyond this many sd: the car is left alone ...
+    ground_fallback: bool = False        # ... or, when set, given the detector's pose if that agrees (hurt: docs)
     # --- global stage made affordable (docs/accuracy.md): other starts screened with the coarsest stage ---
     global_screen: bool = True           # refine an alternative fully only when its screened pose wins
     global_screen_margin: float = -0.05  # ... within this of the detector's refined pose in a common view

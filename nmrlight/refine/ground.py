@@ -213,7 +213,8 @@ def ground_results(results: list, drops: list[float], config) -> list[GroundFix 
         else:
             sds.append(config.ground_unrefined_sd)
     fallbacks = [(kaggle_to_matrix(np.asarray(r.initial.rotation, float)), np.asarray(r.initial.translation, float))
-                 if r.status == "refined" and config.ground_unrefined_sd is not None else None for r in results]
+                 if r.status == "refined" and config.ground_fallback and config.ground_unrefined_sd is not None
+                 else None for r in results]
     fixes = ground_fixes(rotations, translations, drops, sds, config.ground_residual, config.ground_min_cars,
                          config.ground_gate, fallbacks, config.ground_unrefined_sd or 0.1)
     for result, fix in zip(results, fixes, strict=True):
