@@ -97,7 +97,33 @@ def variants(run: dict, data: DataFolder) -> dict[str, dict]:
                         _rescore(car)
                 results[image_id] = (result, cpu)
             out[(" + ground plane" if ground else "") + (" + re-scoring" if rescore else "")] = results
+    fallback = {}
+    for image_id, (result, cpu) in run["results"].items():
+        result = copy.deepcopy(result)
+        ground_results(result.cars, [drop(c.refined.model_type) for c in result.cars],
+                       replace(config, ground_plane=True, ground_fallback=True))
+        fallback[image_id] = (result, cpu)
+    out[" + ground plane with fallback"] = fallback
+    if any("global" in c.extra for r, _ in run["results"].values() for c in r.cars):
+        out[", detector's start only"] = {i: (_detector_start(r), cpu) for i, (r, cpu) in run["results"].items()}
     return out
+
+
+def _detector_start(result):
+    """The global stage's run with each car where the refinement from the detector's own start ended
+    (`extra.global.detector_start`): the local refinement alone, but for the poses of the window's
+    other cars, which are those the global stage chose."""
+    from nmrlight.io.poses import CarPose
+
+    result = copy.deepcopy(result)
+    for car in result.cars:
+        start = car.extra.get("global", {}).get("detector_start")
+        if start is None:
+            continue
+        p = car.initial
+        car.refined = (CarPose(p.model_type, tuple(start["rotation"]), tuple(start["translation"]), p.confidence)
+                       if start["improved"] else p)
+    return result
 
 
 def table(args: argparse.Namespace) -> None:
