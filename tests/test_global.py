@@ -74,7 +74,8 @@ def test_heading_turn_adds_to_the_kaggle_heading() -> None:
 
 
 def test_hypotheses_start_with_the_detector_and_cover_flips_and_depths() -> None:
-    hs = hypotheses(RefineConfig())
+    hs = hypotheses(RefineConfig(global_headings_deg=(15.0, -15.0, 30.0, -30.0, 180.0, 165.0, 195.0),
+                                 global_depth_factors=(0.8, 0.9, 1.1, 1.2)))
     assert hs[0] == Hypothesis(0.0, 1.0) and hs[0].is_detector
     assert Hypothesis(180.0, 1.0) in hs and Hypothesis(180.0, 1.0).flipped
     assert Hypothesis(0.0, 0.8) in hs and Hypothesis(30.0, 1.2) in hs
@@ -115,6 +116,8 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert found.chosen.flipped and found.outcome.improved
     assert error < 10.0
+    # screened with the coarsest stage, the flip already fits better than the detector's refined pose
+    assert found.judged["+180deg x1"] < found.judged["+0deg x1"] and "+180deg x1" in found.refined
     # the plain refinement from the flipped start stays flipped (the local basin)
     plain = found.detector
     assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
@@ -127,6 +130,9 @@ def test_global_stage_keeps_a_correct_heading(picture) -> None:
     error = float(geodesic_angle_deg(found.outcome.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
     assert not found.chosen.flipped
     assert error < 3.0
+    # the flip was screened (coarsest stage only), judged clearly worse, and never refined fully
+    assert found.judged["+180deg x1"] > found.judged["+0deg x1"] + 0.05
+    assert list(found.refined) == ["+0deg x1"]
 
 
 def _outcome(iou_before: float, iou_after: float, improved: bool = True) -> PoseOutcome:
@@ -162,6 +168,14 @@ def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
     assert near.cars == 2
     assert (near.flips_fixed, near.flips, near.flips_broken) == (1, 1, 1)
     assert near.trans_before == pytest.approx(0.5 * 0.2 / math.sqrt(101.0))  # median of 0 and 0.2 m at 10.05 m
+    assert near.worse == pytest.approx(0.5)   # the correct start flipped ended 180 deg farther
+    # the ceiling: paired detections at their true poses (the detector's confidence), the false positive kept
+    from nmrlight.refine.ablation import ceiling_poses
+
+    ceiling = ceiling_poses(truth, before, pairing)["A"]
+    assert ceiling[0].rotation == truth["A"][1].rotation and ceiling[0].translation == truth["A"][1].translation
+    assert ceiling[1] == before["A"][1] and ceiling[2].translation == truth["A"][0].translation
+    assert near.map_after < near.map_ceiling < 1.0   # the false positive, ranked with the others, costs precision
 
 
 def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(picture, tmp_path) -> None:

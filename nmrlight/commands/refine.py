@@ -62,13 +62,15 @@ def register(app: typer.Typer) -> None:
         retries: int = typer.Option(1, "--retries", min=0, help="Extra attempts for an image that fails."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
         global_stage: bool = typer.Option(False, "--global-stage", help=(
-            "Try heading turns, flips and depths per car before refining (docs/accuracy.md).")),
+            "Try the flipped heading per car besides the detector's (docs/accuracy.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
         shading_materials: bool = typer.Option(False, "--shading-materials", help=(
             "Grayscale term with one albedo a material class (body, glass, tyres; docs/lighting.md).")),
+        ground_plane: bool = typer.Option(False, "--ground-plane", help=(
+            "Fuse each car's depth with the road fitted to the photograph's other cars (docs/accuracy.md).")),
     ) -> None:
         """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
 
@@ -101,7 +103,8 @@ def register(app: typer.Typer) -> None:
                               masks_file=str(masks.resolve()) if masks else None,
                               coco_images=str(coco_images.resolve()) if coco_images else None,
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
-                              accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials)
+                              accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
+                              ground_plane=ground_plane)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

@@ -91,13 +91,13 @@ class RefineConfig:
     mesh_shortlist_size: int = 64        # window size (render pixels) of the mesh shortlist
     # --- global stage, acceptance, re-scoring (issue 11; docs/accuracy.md). Off by default: not yet
     # shown to help on a held-out seed (see docs/accuracy.md) ---
-    global_stage: bool = False           # hypotheses (heading turns, flips, depths) before the refinement
-    global_headings_deg: tuple[float, ...] = (15.0, -15.0, 30.0, -30.0, 180.0, 165.0, 195.0)
-    global_depth_factors: tuple[float, ...] = (0.8, 0.9, 1.1, 1.2)
+    global_stage: bool = False           # hypotheses (flips; optionally heading turns, depths) before the refinement
+    global_headings_deg: tuple[float, ...] = (180.0,)   # turns tried (+-15, +-30, 165, 195 once: too costly)
+    global_depth_factors: tuple[float, ...] = ()       # depths tried along the ray (0.8 ... 1.2 once)
     global_size: int = 64                # window size (render pixels) of the coarse scoring
     global_sigma: float = 1.5            # blur of render and mask in the coarse silhouette term
     global_edge_weight: float = 0.5      # photo-edge term's weight in the coarse score
-    global_refine: int = 2               # hypotheses refined besides the detector's
+    global_refine: int = 1               # hypotheses refined besides the detector's
     global_refine_margin: float = 0.1    # ... only those whose coarse score is within this of the detector's
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
@@ -110,3 +110,15 @@ class RefineConfig:
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
     # --- per-material shading term (issue 12 item 4; docs/lighting.md) ---
     shading_materials: bool = False      # grayscale term with one albedo a material class (refine/shading.py)
+    # --- ground plane per photograph (issue 11 item 3; docs/accuracy.md, nmrlight.refine.ground) ---
+    ground_plane: bool = False           # fuse each car's depth with where its ray meets the other cars' road
+    ground_depth_sd: tuple[float, float] = (0.006, 0.0002)  # refined depth's relative sd: near + per metre
+    ground_unrefined_sd: float | None = 0.1   # ... of a car that kept the detector's pose (None: never moved)
+    ground_residual: float = 0.05        # road unevenness (m) added to each car's height off the plane
+    ground_min_cars: int = 3             # fewer other cars on the plane: the car is left alone
+    ground_gate: float = 3.0             # depths disagreeing beyond this many sd: the car is left alone ...
+    ground_fallback: bool = False        # ... or, when set, given the detector's pose if that agrees (hurt: docs)
+    # --- global stage made affordable (docs/accuracy.md): other starts screened with the coarsest stage ---
+    global_screen: bool = True           # refine an alternative fully only when its screened pose wins
+    global_screen_margin: float = -0.05  # ... within this of the detector's refined pose in a common view
+                                         # (< 0: screened poses, only coarsely fitted, get the benefit of the doubt)

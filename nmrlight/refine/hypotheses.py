@@ -2,17 +2,19 @@
 
 The local refinement only finds the basin it starts in. A real detector's errors include heading
 flips (front and back swapped, 7 % of cars), large heading errors and depth errors of 10-20 %.
-Each car gets hypotheses: the detector's heading, +-15 and +-30 deg, the flipped heading (+180 deg,
-and +-15 deg around it), each at depths along the viewing ray scaled by 0.8 ... 1.2 (the projected
-centre stays put). Each is rendered once, hard and small, with the other cars of the window, and
-scored by the blurred silhouette against the mask, the photo's edges along the outline and the
-shading under the learned light (front and back of a car have nearly mirror silhouettes, so flips
-are decided by what differs: internal edges and shading). The detector's pose and the best few
-other hypotheses whose coarse score is close to it are refined (`refine_pose`, a black box), and
-the winner is the lowest final loss, an alternative only when it beats the detector's start by
-`global_switch_margin`. `accept` (used with or without the global stage): the final pose must
-fit the mask about as well as the detector's pose did (IoU), else the car keeps the detector's pose
-(a wrong basin is not an improvement).
+Each car gets hypotheses: the detector's pose and, by default, its flipped heading (+180 deg);
+heading turns (`global_headings_deg`, e.g. +-15, +-30) and depths along the viewing ray
+(`global_depth_factors`, the projected centre stays put) can be added. Each is rendered once, hard
+and small, with the other cars of the window, and scored by the blurred silhouette against the mask,
+the photo's edges along the outline and the shading under the learned light (front and back of a
+car have nearly mirror silhouettes, so flips are decided by what differs: shading and edges). The
+detector's pose is refined as without the stage; the best other hypotheses whose coarse score is
+close to it are screened (`global_screen`: refined with the coarsest stage only, then judged against
+the detector's refined pose in one common view), and only those that pass are refined fully
+(`refine_pose`, a black box). The winner is the lowest final loss, an alternative only when it beats
+the detector's start and refinement by `global_switch_margin`. `accept` (used with or without the
+global stage): the final pose must fit the mask about as well as the detector's pose did (IoU), else
+the car keeps the detector's pose (a wrong basin is not an improvement).
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ class GlobalOutcome:
     margin: float = 0.0       # final loss of the runner-up minus the winner's (0: one refined)
     detector: PoseOutcome | None = None   # the refinement started from the detector's pose
     seconds: float = 0.0
+    judged: dict[str, float] = field(default_factory=dict)   # screening: label -> loss in the common view
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
                 "coarse": [[s.hypothesis.label(), round(s.score, 4)] for s in self.scored[:5]],
                 "refined": {k: round(v, 4) for k, v in self.refined.items()},
-                "margin": round(self.margin, 4), "seconds": round(self.seconds, 3)}
+                "margin": round(self.margin, 4), "seconds": round(self.seconds, 3),
+                "judged": {k: round(v, 4) for k, v in self.judged.items()}}
 
 
 def _wrap_deg(angle: float) -> float:
@@ -165,19 +169,52 @@ def _shortlist(scored: list[Scored], config: RefineConfig) -> list[Hypothesis]:
     return chosen
 
 
+def _screen_config(config: RefineConfig) -> RefineConfig:
+    """The first (coarsest) stage only: where a start's basin leads, at a fraction of the cost."""
+    return replace(config, stages=tuple(config.stages[:1]), large_stage=None)
+
+
+def _judge(problem: CarProblem, lighting: Lighting, config: RefineConfig, rotation: torch.Tensor,
+           translation: torch.Tensor) -> float:
+    """The image loss of a pose in one common view (the second stage's size and blur, no iteration, no
+    prior): screened and fully refined poses compared on equal terms."""
+    size, edges, sigma, _ = config.stages[min(1, len(config.stages) - 1)]
+    judge = replace(config, stages=((size, edges, sigma, 0),), large_stage=None, align_start=False)
+    return refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, judge).loss_before
+
+
 def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None) -> GlobalOutcome:
-    """The global stage for one car; returns the accepted refinement (or the detector's pose kept)."""
+    """The global stage for one car; returns the accepted refinement (or the detector's pose kept).
+
+    The detector's start is refined as without the stage. With `global_screen`, each other shortlisted
+    start is first refined with the coarsest stage only and judged against the detector's refined pose
+    in one common view; only one whose loss there is below the detector's minus `global_screen_margin`
+    (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
+    few coarse renders and a coarse screen unless an alternative looks as good."""
     began = time.perf_counter()
     scored = coarse_scores(problem, lighting, config, hypotheses(config))
     shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
-    outcomes: dict[Hypothesis, PoseOutcome] = {}
+    detector = Hypothesis(0.0, 1.0)
+    outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
+    base = outcomes[detector]
+    spent_seconds, spent_iterations = 0.0, 0
+    judged: dict[str, float] = {}
+    if config.global_screen and len(shortlist) > 1:
+        judged[detector.label()] = _judge(problem, lighting, config, base.rotation, base.translation)
     for h in shortlist:
+        if h.is_detector:
+            continue
         rotation, translation = start_pose(problem, h)
-        outcomes[h] = refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, config,
-                                  frame=frame if h.is_detector else None)
-    base = outcomes[shortlist[0]]
+        start = replace(problem, rotation=rotation, translation=translation)
+        if config.global_screen:
+            screened = refine_pose(start, lighting, _screen_config(config))
+            spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
+            judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
+            if judged[h.label()] > judged[detector.label()] - config.global_screen_margin:
+                continue
+        outcomes[h] = refine_pose(start, lighting, config)
     # an alternative wins only when its final loss beats the detector's start and refinement by a margin
-    best_h, best = shortlist[0], base
+    best_h, best = detector, base
     for h, o in outcomes.items():
         if h.is_detector:
             continue
@@ -186,11 +223,11 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     finals = sorted(o.loss_after for o in outcomes.values())
     margin = finals[1] - finals[0] if len(finals) > 1 else 0.0
     chosen = replace(best, loss_before=base.loss_before, iou_before=base.iou_before,
-                     seconds=sum(o.seconds for o in outcomes.values()),
-                     iterations=sum(o.iterations for o in outcomes.values()),
+                     seconds=sum(o.seconds for o in outcomes.values()) + spent_seconds,
+                     iterations=sum(o.iterations for o in outcomes.values()) + spent_iterations,
                      improved=best.loss_after < base.loss_before)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
-                         margin, base, time.perf_counter() - began)
+                         margin, base, time.perf_counter() - began, judged)
 
 
 def accept(outcome: PoseOutcome, config: RefineConfig) -> tuple[PoseOutcome, str | None]:

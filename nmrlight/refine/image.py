@@ -22,6 +22,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
+from nmrlight.refine.ground import apply_ground
 from nmrlight.refine.hypotheses import accept, refine_global
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, shortlist
@@ -193,6 +194,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
                    "mask_offset_px": round(outcome.mask_offset, 3), **car.extra})
 
+    if config.ground_plane:
+        apply_ground(state, results, config)
     if config.lighting == "learn" and labels is not None and (
             not shading or (config.lighting_refit and light_fit is not None)):
         refit, used_refit = _fit_lighting(state, camera, photo, labels, config)

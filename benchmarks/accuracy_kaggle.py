@@ -1,0 +1,171 @@
+"""Issue 11's accuracy table on the kaggle preset: each refinement run once, the post-refinement parts
+(ground plane, re-scoring) applied to its results, so that one run gives several rows.
+
+    # refine (makes the data folder when missing), pickling every ImageResult and its CPU time
+    python benchmarks/accuracy_kaggle.py refine DIR RUN.pkl --images 22 --seed 31 --scale 0.5 [--set key=value ...]
+    # the table: for each run, as refined, + ground plane, + re-scoring, + both (`nmrlight.refine.ablation`'s
+    # statistics by band, against every annotated car, with the mAP's ceiling)
+    python benchmarks/accuracy_kaggle.py table DIR NAME=RUN.pkl ... [--near 40]
+
+The ground plane and re-scoring run after every car of a photograph is refined (refine_image calls the
+same `ground_results` and `_rescore`), so applying them afterwards gives the rows `nmrlight ablation
+--parts global` would. CPU seconds (time.process_time, one torch thread) per refined car: the
+photograph's refinement time divided by its refined cars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import pickle
+import time
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from nmrlight.io.dataset import DataFolder  # noqa: E402
+from nmrlight.io.poses import read_poses  # noqa: E402
+from nmrlight.refine.ablation import group_stats, markdown_table, read_pairing  # noqa: E402
+from nmrlight.refine.config import RefineConfig  # noqa: E402
+from nmrlight.refine.ground import ground_results  # noqa: E402
+from nmrlight.refine.image import _rescore, refine_image  # noqa: E402
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[text]
+    if text.startswith("("):
+        return tuple(float(x) for x in text.strip("()").split(",") if x.strip())
+    return text
+
+
+def refine(args: argparse.Namespace) -> None:
+    folder = Path(args.data)
+    if not (folder / "predictions.csv").is_file():
+        from nmrlight.synth import synthesize
+        from nmrlight.synth.presets import preset
+
+        config, errors = preset("kaggle", scale=args.scale)
+        synthesize(folder, args.images, args.seed, config, errors)
+    overrides = dict(kv.split("=", 1) for kv in args.overrides)
+    config = RefineConfig(threads=1, **{k: _value(v) for k, v in overrides.items()})
+    torch.set_num_threads(1)
+    data = DataFolder(folder)
+    out = {}
+    predictions = read_poses(folder / "predictions.csv")
+    for image_id in list(predictions)[:args.only]:
+        cars = predictions[image_id]
+        began = time.process_time()
+        result = refine_image(data, image_id, cars, config)
+        out[image_id] = (result, time.process_time() - began)
+        print(image_id, len(cars), f"{out[image_id][1]:.1f} s", flush=True)
+        with open(args.out, "wb") as f:
+            pickle.dump({"config": config, "results": out}, f)
+
+
+def variants(run: dict, data: DataFolder) -> dict[str, dict]:
+    """The run as refined, with the ground plane, with re-scoring, with both (deep copies)."""
+    config: RefineConfig = run["config"]
+    drops: dict[int, float] = {}
+
+    def drop(model: int) -> float:
+        if model not in drops:
+            drops[model] = float(data.car(model).object_vertices()[:, 1].min())
+        return drops[model]
+
+    out = {}
+    for ground in (False, True):
+        for rescore in (False, True):
+            results = {}
+            for image_id, (result, cpu) in run["results"].items():
+                result = copy.deepcopy(result)
+                if ground:
+                    ground_results(result.cars, [drop(c.refined.model_type) for c in result.cars],
+                                   replace(config, ground_plane=True))
+                if rescore:
+                    for car in result.cars:
+                        _rescore(car)
+                results[image_id] = (result, cpu)
+            out[(" + ground plane" if ground else "") + (" + re-scoring" if rescore else "")] = results
+    fallback = {}
+    for image_id, (result, cpu) in run["results"].items():
+        result = copy.deepcopy(result)
+        ground_results(result.cars, [drop(c.refined.model_type) for c in result.cars],
+                       replace(config, ground_plane=True, ground_fallback=True))
+        fallback[image_id] = (result, cpu)
+    out[" + ground plane with fallback"] = fallback
+    if any("global" in c.extra for r, _ in run["results"].values() for c in r.cars):
+        out[", detector's start only"] = {i: (_detector_start(r), cpu) for i, (r, cpu) in run["results"].items()}
+    return out
+
+
+def _detector_start(result):
+    """The global stage's run with each car where the refinement from the detector's own start ended
+    (`extra.global.detector_start`): the local refinement alone, but for the poses of the window's
+    other cars, which are those the global stage chose."""
+    from nmrlight.io.poses import CarPose
+
+    result = copy.deepcopy(result)
+    for car in result.cars:
+        start = car.extra.get("global", {}).get("detector_start")
+        if start is None:
+            continue
+        p = car.initial
+        car.refined = (CarPose(p.model_type, tuple(start["rotation"]), tuple(start["translation"]), p.confidence)
+                       if start["improved"] else p)
+    return result
+
+
+def table(args: argparse.Namespace) -> None:
+    folder = Path(args.data)
+    data = DataFolder(folder)
+    truth = read_poses(folder / "train.csv")
+    pairing = read_pairing(folder)
+    predictions = read_poses(folder / "predictions.csv")
+    rows = []
+    for item in args.runs:
+        name, path = item.split("=", 1)
+        with open(path, "rb") as f:
+            run = pickle.load(f)
+        for suffix, results in variants(run, data).items():
+            after = {i: r.refined_poses() for i, (r, _) in results.items()}
+            seconds = {}
+            for i, (r, cpu) in results.items():
+                refined = sum(1 for c in r.cars if c.seconds > 0)
+                seconds[i] = [cpu / max(refined, 1) if c.seconds > 0 else 0.0 for c in r.cars]
+            done = {i: predictions[i] for i in results}
+            rows.extend(group_stats(f"{name}{suffix}", truth, done, after, seconds, args.near, pairing))
+    print(markdown_table(rows))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("refine")
+    r.add_argument("data")
+    r.add_argument("out")
+    r.add_argument("--images", type=int, default=22)
+    r.add_argument("--seed", type=int, default=31)
+    r.add_argument("--scale", type=float, default=0.5)
+    r.add_argument("--only", type=int, default=None, help="refine the first ONLY pictures")
+    r.add_argument("--set", dest="overrides", action="append", default=[], help="RefineConfig key=value")
+    t = sub.add_parser("table")
+    t.add_argument("data")
+    t.add_argument("runs", nargs="+", help="NAME=RUN.pkl")
+    t.add_argument("--near", type=float, default=40.0)
+    args = parser.parse_args()
+    refine(args) if args.command == "refine" else table(args)
+
+
+if __name__ == "__main__":
+    main()
