@@ -106,3 +106,7 @@ class RefineConfig:
     lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
     lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
+    # --- coarse segmenter masks (issue 10; nmrlight.refine.coarse, docs/inputs.md) ---
+    mask_quality: str = "auto"           # coarse | fine | auto (a segmenter's unordered COCO masks: coarse)
+    mask_band: float = 0.05              # coarse masks: truncation band beyond the mask's box, fraction of its size
+    mask_band_weight: float = 0.0        # silhouette weight of render pixels in that band (1: no band)
