@@ -106,3 +106,19 @@ def test_the_band_lets_a_mask_cut_short_at_its_box_keep_the_true_depth():
     coarse = _silhouette_costs(True, factors)
     assert factors[int(np.argmin(exact))] > 1.0, exact
     assert factors[int(np.argmin(coarse))] == 1.0, coarse
+
+
+def test_the_cli_names_a_bad_mask_quality(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from nmrlight.cli import main
+
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("ImageId,PredictionString\n")
+    monkeypatch.setattr(sys, "argv", ["nmrlight", "refine", str(tmp_path), "-p", str(predictions), "--out",
+                                      str(tmp_path / "out"), "--mask-quality", "rough"])
+    with pytest.raises(SystemExit) as info:
+        main()
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--mask-quality must be auto, coarse or fine, got 'rough'" in err
+    assert not (tmp_path / "out").exists()
