@@ -1,7 +1,15 @@
-"""`nmrlight demo`: synthesise a few pictures, refine them, and show before/after numbers."""
+"""`nmrlight demo`: synthesise a few pictures, refine them from real-detector-style inputs, show the gain.
+
+The default path is what a competition pipeline hands over (docs/inputs.md): the detector's Kaggle
+submission file (no model ids, so meshes are chosen by render-and-compare) and the segmenter's COCO
+results file (unordered, scored, coarse masks, so they are associated with the cars first), scored
+against the synthetic truth (train.csv). `--input labels` takes the older path instead: train-format
+predictions with their model ids and ordered label masks.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -22,11 +30,16 @@ def register(app: typer.Typer) -> None:
         cars: float = typer.Option(8.0, "--cars", help="Mean cars a picture."),
         seed: int = typer.Option(0, "--seed", help="Random seed."),
         workers: int = typer.Option(2, "--workers", help="Worker processes."),
+        input_path: str = typer.Option("coco", "--input", help="coco: submission file + COCO results masks "
+                                       "(association, mesh choice); labels: train format + label masks."),
+        mesh_candidates: int = typer.Option(2, "--mesh-candidates", min=1,
+                                            help="Meshes refined per car (coco input; see nmrlight refine)."),
     ) -> None:
         """Synthesise a small data set, refine it with learned lighting, print before/after metrics."""
         from rich.console import Console
         from rich.table import Table
 
+        from nmrlight.errors import NmrlightError
         from nmrlight.io.poses import read_poses
         from nmrlight.metric import evaluate
         from nmrlight.refine.config import RefineConfig
@@ -34,20 +47,34 @@ def register(app: typer.Typer) -> None:
         from nmrlight.refine.runner import RunOptions, run_refine
         from nmrlight.synth import SynthConfig, synthesize
 
+        if input_path not in ("coco", "labels"):
+            raise NmrlightError(f"demo: --input must be coco or labels, got {input_path!r}")
         console = Console()
         start = time.perf_counter()
         data_dir, refined_dir = out / "data", out / "refined"
         summary = synthesize(data_dir, images, seed, SynthConfig(scale=scale, cars_mean=cars))
         console.print(f"synthesised {len(summary.image_ids)} pictures, {summary.cars} cars, in "
                       f"{summary.seconds:.1f} s -> {data_dir}")
-        run = run_refine(RunOptions(data=data_dir, predictions=data_dir / "predictions.csv", out=refined_dir,
-                                    config=RefineConfig(threads=1), workers=workers, progress=True,
-                                    force=True))
+        if input_path == "coco":
+            predictions = data_dir / "predictions_submission.csv"
+            masks = data_dir / "coco" / "results.json"
+            config = RefineConfig(threads=1, masks_file=str(masks),
+                                  coco_images=str(data_dir / "coco" / "instances.json"),
+                                  mesh_candidates=mesh_candidates)
+            console.print(f"path: {predictions.name} (submission format, no model ids) + {masks.name} (COCO "
+                          f"results, {len(json.loads(masks.read_text()))} unordered masks) -> association "
+                          f"-> mesh choice ({mesh_candidates} candidate(s) a car) -> refinement")
+        else:
+            predictions = data_dir / "predictions.csv"
+            config = RefineConfig(threads=1)
+            console.print(f"path: {predictions.name} (train format, model ids) + masks/ (ordered label images) "
+                          f"-> refinement")
+        fmt = "submission" if input_path == "coco" else "train"
+        run = run_refine(RunOptions(data=data_dir, predictions=predictions, out=refined_dir, config=config,
+                                    workers=workers, progress=True, force=True, format=fmt))
         truth = read_poses(data_dir / "train.csv")
-        before = evaluate(truth, read_poses(data_dir / "predictions.csv"))
+        before = evaluate(truth, read_poses(predictions, submission=fmt == "submission"))
         after = evaluate(truth, read_poses(refined_dir / "refined.csv"))
-        import json
-
         report = json.loads((refined_dir / "report.json").read_text())
         results = [ImageResult.from_dict(d) for d in report["images"]]
         done = [c for r in results for c in r.cars if c.iou_after is not None]
@@ -59,11 +86,23 @@ def register(app: typer.Typer) -> None:
         table.add_row(*_row("predictions", before, iou_before))
         table.add_row(*_row("refined", after, iou_after))
         console.print(table)
+        if input_path == "coco":
+            from nmrlight.refine.inputs_eval import summarise
+
+            rows = summarise(data_dir, "submission", refined_dir)
+            whole = rows[-1]
+            if whole["association"] is not None:
+                console.print(f"association: {100 * whole['association']:.1f} % of the {whole['cars_with_mask']} "
+                              f"detected cars with a segmenter mask got their own mask")
+            if whole["exact_model"] is not None:
+                console.print(f"mesh choice: the true model for {100 * whole['exact_model']:.0f} % of the "
+                              f"{whole['cars_chosen']} cars that chose")
         seconds = [c.seconds for c in done]
         if seconds:
             console.print(f"{len(done)} cars refined, {sum(seconds) / len(seconds):.2f} s a car on average "
                           f"({run.workers} worker(s)); demo took {time.perf_counter() - start:.0f} s")
-        console.print(f"outputs: {refined_dir / 'refined.csv'}, {refined_dir / 'lighting.csv'} (true: "
+        upload = f"{refined_dir / 'submission.csv'}, " if input_path == "coco" else ""
+        console.print(f"outputs: {refined_dir / 'refined.csv'}, {upload}{refined_dir / 'lighting.csv'} (true: "
                       f"{data_dir / 'lighting.csv'}), {refined_dir / 'report.json'}")
         console.print(f"report: open {(refined_dir / 'report.html').resolve().as_uri()} (rebuild with "
                       f"`nmrlight report {refined_dir} --gt {data_dir / 'train.csv'}`)")

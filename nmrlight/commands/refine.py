@@ -32,6 +32,9 @@ def register(app: typer.Typer) -> None:
         model: int | None = typer.Option(None, "--model", help="Use this mesh (model id) for every car."),
         mesh_candidates: int = typer.Option(RefineConfig.mesh_candidates, "--mesh-candidates", min=1, help=(
             "Cars without a model id: meshes refined per car (of a silhouette shortlist); best loss wins.")),
+        mask_quality: str = typer.Option(RefineConfig.mask_quality, "--mask-quality", help=(
+            "coarse: masks may be cut short at their box (a segmenter's); fine: exact outlines; auto: "
+            "unordered --masks are coarse, label images fine.")),
         out: Path = typer.Option(..., "--out", "-o", help="Output folder (created; re-use it to resume)."),
         workers: int | None = typer.Option(None, "--workers", "-w", min=1, help=(
             "Local worker processes (default: one a core; 1 refines in this process), spread over the "
@@ -87,6 +90,8 @@ def register(app: typer.Typer) -> None:
             raise NmrlightError(f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {lighting!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise NmrlightError(f"--device must be cpu or cuda, got {device!r}")
+        if mask_quality not in ("auto", "coarse", "fine"):
+            raise NmrlightError(f"--mask-quality must be auto, coarse or fine, got {mask_quality!r}")
         from nmrlight.io.poses import FORMATS
 
         if fmt not in FORMATS:
@@ -104,7 +109,8 @@ def register(app: typer.Typer) -> None:
                               coco_images=str(coco_images.resolve()) if coco_images else None,
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
                               accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
-                              ground_plane=ground_plane)
+                              ground_plane=ground_plane,
+                              mask_quality=mask_quality)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

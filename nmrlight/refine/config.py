@@ -122,3 +122,7 @@ class RefineConfig:
     global_screen: bool = True           # refine an alternative fully only when its screened pose wins
     global_screen_margin: float = -0.05  # ... within this of the detector's refined pose in a common view
                                          # (< 0: screened poses, only coarsely fitted, get the benefit of the doubt)
+    # --- coarse segmenter masks (issue 10; nmrlight.refine.coarse, docs/inputs.md) ---
+    mask_quality: str = "auto"           # coarse | fine | auto (a segmenter's unordered COCO masks: coarse)
+    mask_band: float = 0.05              # coarse masks: truncation band beyond the mask's box, fraction of its size
+    mask_band_weight: float = 0.0        # silhouette weight of render pixels in that band (1: no band)

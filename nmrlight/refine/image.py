@@ -21,6 +21,7 @@ import torch
 from nmrlight.errors import NmrlightError
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
+from nmrlight.refine.coarse import MASK_QUALITIES
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.ground import apply_ground
 from nmrlight.refine.hypotheses import accept, refine_global
@@ -44,6 +45,9 @@ def check_config(config: RefineConfig) -> None:
         raise NmrlightError(f"refine: lighting must be one of {', '.join(LIGHTING_MODES)}, got {config.lighting!r}")
     if not config.stages:
         raise NmrlightError("refine: at least one stage is needed")
+    if config.mask_quality not in MASK_QUALITIES:
+        raise NmrlightError(f"refine: mask quality must be one of {', '.join(MASK_QUALITIES)}, "
+                            f"got {config.mask_quality!r}")
     lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 
@@ -158,7 +162,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             if model != car.model:
                 car.use_mesh(data, model)
             problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                                 crop(photo, car.window), car.mask, hidden, neighbours)
+                                 crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse)
             recorder = GifRecorder() if config.gif_dir else None
             if config.global_stage:
                 found = refine_global(problem, lighting, config, frame=recorder)

@@ -27,6 +27,7 @@ import torch
 
 from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
+from nmrlight.refine.coarse import band_weights
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
@@ -99,6 +100,7 @@ class CarProblem:
     mask: np.ndarray         # bool, this car's label, cropped to box
     hidden: np.ndarray | None  # bool, labels of nearer cars (ignored by the silhouette term), cropped
     neighbours: list[Neighbour] = field(default_factory=list)
+    coarse: bool = False     # the mask is a segmenter's coarse one (`coarse.truncation_band`)
 
 
 @dataclass
@@ -147,19 +149,20 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     alpha = out.object_alpha[0]
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
+    sil_weight = view.cache.get("silhouette_weight", view.weight)  # coarse masks: band left out
     if use_sil and config.fit_dilation and view.sdf is not None:
         mask = grown_mask(view, params.dilation)
         norm = (view.weight * view.mask).sum()
         if view.sigma > 0:
-            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma), view.weight, norm)
+            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma), sil_weight, norm)
         else:
-            sil = silhouette_loss(alpha, mask, view.weight, norm)
+            sil = silhouette_loss(alpha, mask, sil_weight, norm)
         loss = loss + config.weight_silhouette * sil
     elif use_sil:
         if view.sigma > 0:  # blurred render against blurred mask: wide basin, exact optimum
-            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), view.blurred_mask, view.weight)
+            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), view.blurred_mask, sil_weight)
         else:
-            sil = silhouette_loss(alpha, view.mask, view.weight)
+            sil = silhouette_loss(alpha, view.mask, sil_weight)
         loss = loss + config.weight_silhouette * sil
     if materials:
         gray = material_grayscale_loss(out.image, hard, view.photo, view.interior, config.huber_delta,
@@ -295,6 +298,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
                        config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=distance)
              for size, edges, sigma, _ in stages]
+    if problem.coarse:
+        band_weights(views, problem.mask, config.mask_band, config.mask_band_weight)
     final_view = views[-1]
     _, final_edges, final_sigma, _ = stages[-1]
     with torch.no_grad():

@@ -27,6 +27,7 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.masks import CocoInstances, decode_instances, read_coco_instances
 from nmrlight.io.poses import CarPose
 from nmrlight.refine.associate import associate
+from nmrlight.refine.coarse import is_coarse
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.meshchoice import typical_model
 from nmrlight.refine.window import Box, _resample, crop, mask_box, projected_box
@@ -53,6 +54,7 @@ class _Car:
     choose_mesh: bool = False       # no model id given: pick the mesh by render-and-compare
     ignore: np.ndarray | None = None  # bool crop of the window: don't-care pixels (ignore masks, other cars)
     extra: dict = field(default_factory=dict)  # for the report: association, mesh choice
+    coarse: bool = False            # its mask is a segmenter's coarse one (`coarse.truncation_band`)
 
     def posed(self) -> torch.Tensor:
         return self.vertices @ self.rotation.T + self.translation
@@ -175,7 +177,7 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
             dont_care |= decoded[j][1]
         dont_care &= labels == 0
     summary.update({"matched": len(taken), "unmatched": [decoded[j][0].entry for j in unmatched],
-                    "association_scale": round(scale, 4)})
+                    "association_scale": round(scale, 4), "associated": True})
     return ImageMasks(labels, dont_care, summary, warnings)
 
 
@@ -223,6 +225,7 @@ def attach_masks(state: list[_Car], masks: ImageMasks, camera: Camera, config: R
             car.status = "no mask"
             continue
         car.window = car.box.union(mbox).padded(config.pad, 4, camera.width, camera.height)
+        car.coarse = is_coarse(config.mask_quality, bool(masks.summary.get("associated")))
         car.mask = crop(mask, car.window)
         if masks.dont_care is not None:
             ignore = crop(masks.dont_care, car.window)
