@@ -67,6 +67,8 @@ def register(app: typer.Typer) -> None:
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
+        joint_passes: int = typer.Option(RefineConfig.joint_passes, "--joint-passes", min=1, help=(
+            "Passes over a photograph's cars; later ones see every neighbour refined (docs/crowded.md).")),
     ) -> None:
         """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
 
@@ -99,7 +101,7 @@ def register(app: typer.Typer) -> None:
                               masks_file=str(masks.resolve()) if masks else None,
                               coco_images=str(coco_images.resolve()) if coco_images else None,
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
-                              accept_iou_drop=accept_iou_drop, rescore=rescore)
+                              accept_iou_drop=accept_iou_drop, rescore=rescore, joint_passes=joint_passes)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

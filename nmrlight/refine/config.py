@@ -106,3 +106,11 @@ class RefineConfig:
     lighting_agree: float = 3.0          # drop cars whose residual is this x the median car's (0: keep all)
     lighting_bootstrap: int = 8          # block-bootstrap refits for the lighting's uncertainty (0: none)
     lighting_consistency: bool = True    # fit two halves of the lighting cars apart and report their angle
+    # --- crowded photographs (issue 14; docs/crowded.md) ---
+    # passes over the photograph's cars: the first refines them nearest first (each sees the cars
+    # before it at their refined poses); each further pass refines every car again from its refined
+    # pose, with all its neighbours at theirs, in the last stage only, the prior still centred on the
+    # detector's pose; passes stop when no car moved more than `joint_tolerance` (relative: translation
+    # over depth, and rotation in radians)
+    joint_passes: int = 1
+    joint_tolerance: float = 0.002

@@ -32,7 +32,7 @@ from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import render
-from nmrlight.rotations import so3_exp
+from nmrlight.rotations import so3_exp, so3_log
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
 
@@ -52,6 +52,14 @@ class PoseParams:
         self.log_z0 = math.log(z)
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
         self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
+        # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
+        self.omega_prior = torch.zeros(3)
+        self.log_z_prior = self.log_z0
+
+    def centre_prior(self, rotation: torch.Tensor, translation: torch.Tensor) -> None:
+        """Centre the prior on another pose (e.g. the detector's, when refining from a refined pose)."""
+        self.omega_prior = so3_log(rotation.detach().float() @ self.R0.T).float()
+        self.log_z_prior = math.log(float(translation[2]))
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]
@@ -98,6 +106,10 @@ class CarProblem:
     mask: np.ndarray         # bool, this car's label, cropped to box
     hidden: np.ndarray | None  # bool, labels of nearer cars (ignored by the silhouette term), cropped
     neighbours: list[Neighbour] = field(default_factory=list)
+    # the prior's centre when it is not the initial pose (a joint pass starts from the refined pose
+    # but keeps the detector's as the prior)
+    prior_rotation: torch.Tensor | None = None
+    prior_translation: torch.Tensor | None = None
 
 
 @dataclass
@@ -119,10 +131,11 @@ Frame = Callable[[View, torch.Tensor], None]
 
 
 def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
-    """Squared deviation from the initial pose in standard deviations (rotation and log depth)."""
+    """Squared deviation from the prior's centre (the initial pose unless moved) in standard deviations
+    (rotation and log depth)."""
     sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=params.omega.dtype))
-    rotation = ((params.omega / sigma) ** 2).sum()
-    depth = ((params.log_z - params.log_z0) / config.prior_sigma_depth) ** 2
+    rotation = (((params.omega - params.omega_prior) / sigma) ** 2).sum()
+    depth = ((params.log_z - params.log_z_prior) / config.prior_sigma_depth) ** 2
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
     return params.prior_scale * (rotation + depth) + dilation
 
@@ -274,6 +287,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     if config.optimizer not in OPTIMIZERS:
         raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
+    if problem.prior_rotation is not None and problem.prior_translation is not None:
+        params.centre_prior(problem.prior_rotation, problem.prior_translation)
     stages = car_stages(config, problem.box)
     distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
