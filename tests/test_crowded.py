@@ -72,20 +72,21 @@ def test_the_prior_is_zero_at_its_moved_centre_and_symmetric() -> None:
     centre_t = torch.tensor([1.0, 1.5, 20.0]) * 1.08
     params = PoseParams(start_r, start_t, camera)
     params.centre_prior(centre_r, centre_t)
-    away = float(prior(params, config))
+    with torch.no_grad():
+        away = float(prior(params, config))
     expected = (0.01 / math.radians(1.5)) ** 2 + (0.04 / math.radians(4.0)) ** 2 + (0.02 / math.radians(1.5)) ** 2 \
         + (math.log(1.08) / config.prior_sigma_depth) ** 2
     assert away == pytest.approx(expected, rel=1e-3)
     with torch.no_grad():  # move the pose onto the centre: nothing left
         params.omega.copy_(torch.tensor([0.01, -0.04, 0.02]))
         params.log_z.copy_(torch.log(centre_t[2]))
-    assert float(prior(params, config)) == pytest.approx(0.0, abs=1e-6)
+        assert float(prior(params, config)) == pytest.approx(0.0, abs=1e-6)
     # the prior centred on the start, evaluated at the centre, is the same number
     other = PoseParams(start_r, start_t, camera)
     with torch.no_grad():
         other.omega.copy_(torch.tensor([0.01, -0.04, 0.02]))
         other.log_z.copy_(torch.log(centre_t[2]))
-    assert float(prior(other, config)) == pytest.approx(away, rel=1e-3)
+        assert float(prior(other, config)) == pytest.approx(away, rel=1e-3)
 
 
 def test_later_passes_refit_the_cars_once_their_neighbours_have_moved(queue) -> None:
@@ -112,3 +113,22 @@ def test_the_ceiling_puts_detections_on_their_true_cars_and_keeps_false_positive
     moved = ceiling(truth, predictions, {"a": [1, -1]})["a"]
     assert moved[0].translation == truth["a"][1].translation and moved[0].confidence == 0.9
     assert moved[1] == predictions["a"][1]
+
+
+def test_the_depth_wall_costs_nothing_inside_and_grows_steeply_beyond() -> None:
+    camera = Camera.kaggle().scaled(0.25)
+    config = RefineConfig(depth_wall=0.1)
+    params = PoseParams(_rotation((0.1, 0.4, math.pi)), torch.tensor([1.0, 1.5, 20.0]), camera)
+    params.depth_wall = math.log(1.1)
+
+    def at(factor: float) -> float:
+        with torch.no_grad():
+            params.log_z.copy_(torch.tensor(math.log(20.0 * factor)))
+            return float(prior(params, config))
+
+    inside = (math.log(1.08) / config.prior_sigma_depth) ** 2
+    assert at(1.08) == pytest.approx(inside, rel=1e-4)
+    excess = math.log(1.15) - math.log(1.1)
+    beyond = (math.log(1.15) / config.prior_sigma_depth) ** 2 + (excess / 0.01) ** 2 * 0.01 / config.prior_weight
+    assert at(1.15) == pytest.approx(beyond, rel=1e-4)
+    assert at(1 / 1.15) == pytest.approx(beyond, rel=1e-4)  # both ways

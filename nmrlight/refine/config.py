@@ -114,3 +114,9 @@ class RefineConfig:
     # over depth, and rotation in radians)
     joint_passes: int = 1
     joint_tolerance: float = 0.002
+    joint_iterations: int = 15           # iterations of a later pass (the last stage's steps)
+    # a wall on the depth move (relative to the prior's centre) of cars the photograph shows little of:
+    # a car may move by up to this fraction of its depth when at least 70 % of it is visible, and by
+    # proportionally less when less is (the sliver of a mostly hidden car is fitted as well by a
+    # smaller, farther car); None: no wall
+    depth_wall: float | None = None

@@ -26,7 +26,7 @@ from nmrlight.refine.hypotheses import accept, refine_global
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
-from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
+from nmrlight.refine.pose import CarProblem, Neighbour, car_stages, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
 from nmrlight.refine.rescore import rescored
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
@@ -223,11 +223,11 @@ def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: di
     a neighbour is re-read once the neighbour has moved. Stops when no car moved by more than
     `joint_tolerance` (translation over depth; rotation in radians).
     """
-    later = replace(config, stages=tuple(config.stages[-1:]), align_start=False)
     cars = [c for c in state if c.status == "refined"]
     for number in range(2, config.joint_passes + 1):
         largest = 0.0
         for car in sorted(cars, key=lambda c: float(c.translation[2])):
+            later = _later_pass(config, car.window)
             neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
                           for n in _neighbours(car, state, config.max_neighbours)]
             hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
@@ -252,6 +252,17 @@ def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: di
             largest = max(largest, turn, shift)
         if largest < config.joint_tolerance:
             break
+
+
+def _later_pass(config: RefineConfig, window) -> RefineConfig:
+    """The settings of a joint pass for a car: its last stage alone, `joint_iterations` long, with the
+    steps that stage had (a car that starts refined must not be kicked out by the first stage's steps)."""
+    stages = car_stages(config, window)
+    size, edges, sigma, _ = stages[-1]
+    shrink = config.stage_lr_decay ** (len(stages) - 1)
+    return replace(config, stages=((size, edges, sigma, config.joint_iterations),), large_stage=None,
+                   align_start=False, lr_rotation=config.lr_rotation * shrink, lr_pixels=config.lr_pixels * shrink,
+                   lr_log_depth=config.lr_log_depth * shrink, lr_dilation=config.lr_dilation * shrink)
 
 
 def _rescore(result: CarResult) -> None:

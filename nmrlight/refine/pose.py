@@ -55,6 +55,7 @@ class PoseParams:
         # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
         self.omega_prior = torch.zeros(3)
         self.log_z_prior = self.log_z0
+        self.depth_wall: float | None = None  # largest |log depth - prior's| without penalty (refine_pose)
 
     def centre_prior(self, rotation: torch.Tensor, translation: torch.Tensor) -> None:
         """Centre the prior on another pose (e.g. the detector's, when refining from a refined pose)."""
@@ -137,7 +138,11 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     rotation = (((params.omega - params.omega_prior) / sigma) ** 2).sum()
     depth = ((params.log_z - params.log_z_prior) / config.prior_sigma_depth) ** 2
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
-    return params.prior_scale * (rotation + depth) + dilation
+    wall = 0.0
+    if params.depth_wall is not None:  # steep beyond the wall: 1 unit of loss per 1 % of depth beyond, squared
+        excess = torch.relu((params.log_z - params.log_z_prior).abs() - params.depth_wall)
+        wall = (excess / 0.01) ** 2 / config.prior_weight * 0.01
+    return params.prior_scale * (rotation + depth) + dilation + wall
 
 
 def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
@@ -304,6 +309,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     # the image terms are normalised by the mask's area, so a sliver of mask weighs as much as a
     # whole car: the prior grows as the evidence shrinks (mostly hidden cars stay near the detector's pose)
     params.prior_scale = min(max(1.0 / max(visible, 1e-6), 1.0), config.max_prior_scale)
+    if config.depth_wall is not None:
+        params.depth_wall = math.log1p(config.depth_wall * min(1.0, visible / 0.7))
     if config.align_start and float(iou0) < config.align_below_iou and visible >= config.align_min_visible:
         _align_start(params, problem, views[0], lighting, config, stages[0][1], stages[0][2])
     iterations = 0

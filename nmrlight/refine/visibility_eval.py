@@ -30,18 +30,20 @@ WORSE_TRANSLATION = 0.02   # "ended worse": translation error up by more than th
 WORSE_ROTATION_DEG = 3.0   # ... or rotation error up by more than this
 
 
-def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[str]], float]:
-    """Refined poses and per-car status of each finished image; and the refinement seconds a car."""
+def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[str]], dict[str, list[int]], float]:
+    """Refined poses, per-car status and iterations (renders) of each finished image; and the
+    refinement seconds a car."""
     from nmrlight.refine.result import ImageResult
 
-    poses, status, seconds, cars = {}, {}, 0.0, 0
+    poses, status, iterations, seconds, cars = {}, {}, {}, 0.0, 0
     for path in sorted((out / "images").glob("*.json")):
         result = ImageResult.from_dict(json.loads(path.read_text()))
         poses[result.image_id] = result.refined_poses()
         status[result.image_id] = [c.status for c in result.cars]
+        iterations[result.image_id] = [c.iterations for c in result.cars]
         seconds += result.seconds
         cars += len(result.cars)
-    return poses, status, seconds / max(cars, 1)
+    return poses, status, iterations, seconds / max(cars, 1)
 
 
 def ceiling(truth: dict[str, list[CarPose]], predictions: dict[str, list[CarPose]],
@@ -67,7 +69,7 @@ def summarise(data: Path, out: Path) -> list[dict]:
     predictions = read_poses(data / "predictions.csv")
     visibility = read_visibility(data / "visibility.csv")
     pairing = read_pairing(data)
-    refined, status, seconds = _refined(out)
+    refined, status, iterations, seconds = _refined(out)
     rows = []
     for image_id, after in refined.items():
         before = predictions[image_id]
@@ -76,7 +78,8 @@ def summarise(data: Path, out: Path) -> list[dict]:
             if t < 0 or status[image_id][k] not in ("refined", "kept initial"):
                 continue  # a false positive, or a car that had nothing to refine against
             g = truth[image_id][t]
-            rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g)))
+            rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g),
+                         iterations[image_id][k]))
     images = list(refined)
     gt = {i: truth.get(i, []) for i in images}
     given = {i: predictions[i] for i in images}
@@ -94,19 +97,21 @@ def summarise(data: Path, out: Path) -> list[dict]:
                       "rot_before": float(np.median(r[:, 0])), "rot_after": float(np.median(r[:, 2])),
                       "trans_before": float(np.median(r[:, 1])), "trans_after": float(np.median(r[:, 3])),
                       "closer": float(closer.mean()), "worse": float(worse.mean()),
+                      "renders_per_car": float(r[:, 4].mean()),
                       "images": len(images), "seconds_per_car": seconds, **maps})
     return table
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| run | visible | cars | median rot (deg) before -> after | median transl. (%) before -> after "
-             "| closer | worse by > 2 % or 3 deg | mAP before -> after (ceiling) | s / car |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| closer | worse by > 2 % or 3 deg | mAP before -> after (ceiling) | renders / car | s / car |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {Path(r['run']).name} | {r['band']} | {r['cars']} | {r['rot_before']:.2f} -> "
                      f"{r['rot_after']:.2f} | {100 * r['trans_before']:.2f} -> {100 * r['trans_after']:.2f} | "
                      f"{100 * r['closer']:.0f} % | {100 * r['worse']:.1f} % | {r['map_before']:.3f} -> "
-                     f"{r['map_after']:.3f} ({r['map_ceiling']:.3f}) | {r['seconds_per_car']:.2f} |")
+                     f"{r['map_after']:.3f} ({r['map_ceiling']:.3f}) | {r['renders_per_car']:.0f} | "
+                     f"{r['seconds_per_car']:.2f} |")
     return "\n".join(lines)
 
 
