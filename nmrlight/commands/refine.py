@@ -74,6 +74,8 @@ def register(app: typer.Typer) -> None:
             "Grayscale term with one albedo a material class (body, glass, tyres; docs/lighting.md).")),
         ground_plane: bool = typer.Option(False, "--ground-plane", help=(
             "Fuse each car's depth with the road fitted to the photograph's other cars (docs/accuracy.md).")),
+        joint_passes: int = typer.Option(RefineConfig.joint_passes, "--joint-passes", min=1, help=(
+            "Passes over a photograph's cars; later ones see every neighbour refined (docs/crowded.md).")),
     ) -> None:
         """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
 
@@ -110,7 +112,7 @@ def register(app: typer.Typer) -> None:
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
                               accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
                               ground_plane=ground_plane,
-                              mask_quality=mask_quality)
+                              mask_quality=mask_quality, joint_passes=joint_passes)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

@@ -126,3 +126,17 @@ class RefineConfig:
     mask_quality: str = "auto"           # coarse | fine | auto (a segmenter's unordered COCO masks: coarse)
     mask_band: float = 0.05              # coarse masks: truncation band beyond the mask's box, fraction of its size
     mask_band_weight: float = 0.0        # silhouette weight of render pixels in that band (1: no band)
+    # --- crowded photographs (issue 14; docs/crowded.md) ---
+    # passes over the photograph's cars: the first refines them nearest first (each sees the cars
+    # before it at their refined poses); each further pass refines every car again from its refined
+    # pose, with all its neighbours at theirs, in the last stage only, the prior still centred on the
+    # detector's pose; passes stop when no car moved more than `joint_tolerance` (relative: translation
+    # over depth, and rotation in radians)
+    joint_passes: int = 1
+    joint_tolerance: float = 0.002
+    joint_iterations: int = 15           # iterations of a later pass (the last stage's steps)
+    # a wall on the depth move (relative to the prior's centre) of cars the photograph shows little of:
+    # a car may move by up to this fraction of its depth when at least 70 % of it is visible, and by
+    # proportionally less when less is (the sliver of a mostly hidden car is fitted as well by a
+    # smaller, farther car); None: no wall
+    depth_wall: float | None = None

@@ -28,12 +28,12 @@ from nmrlight.refine.hypotheses import accept, refine_global
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, shortlist
 from nmrlight.refine.overlay import GifRecorder
-from nmrlight.refine.pose import CarProblem, Neighbour, refine_pose
+from nmrlight.refine.pose import CarProblem, Neighbour, car_stages, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
 from nmrlight.refine.rescore import rescored
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
 from nmrlight.refine.window import crop, make_view, projected_box
-from nmrlight.rotations import matrix_to_kaggle
+from nmrlight.rotations import matrix_to_kaggle, so3_log
 from nmrlight.scene import MeshObject
 from nmrlight.shade import Lighting
 
@@ -148,6 +148,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
 
     results: dict[int, CarResult] = {}
     order = sorted(state, key=lambda c: float(c.translation[2]) if c.status == "refined" else np.inf)
+    detector = {c.index: (c.rotation.clone(), c.translation.clone()) for c in state}
     for car in order:
         initial = _with_model(car.pose, car.model)
         if car.status != "refined":
@@ -186,17 +187,16 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         status = "refined" if outcome.improved else "kept initial"
         refined = initial
         if outcome.improved:
-            car.rotation, car.translation = outcome.rotation.float(), outcome.translation.float()
-            car.box = projected_box(car.posed(), camera) or car.box
-            angles = matrix_to_kaggle(car.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
-            refined = CarPose(car.model, tuple(float(a) for a in angles),
-                              tuple(float(x) for x in car.translation.double()), car.pose.confidence)
+            refined = _move(car, outcome, camera)
         results[car.index] = CarResult(
             car.index, initial, refined, status=status, iou_before=outcome.iou_before,
             iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
             iterations=outcome.iterations, seconds=outcome.seconds,
             extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
                    "mask_offset_px": round(outcome.mask_offset, 3), **car.extra})
+
+    if config.joint_passes > 1:
+        _joint_passes(state, results, detector, camera, photo, labels, lighting, config)
 
     if config.ground_plane:
         apply_ground(state, results, config)
@@ -213,6 +213,67 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _move(car: _Car, outcome, camera) -> CarPose:
+    """Move `car` to the outcome's pose; returns that pose as a CarPose (angles near the detector's)."""
+    car.rotation, car.translation = outcome.rotation.float(), outcome.translation.float()
+    car.box = projected_box(car.posed(), camera) or car.box
+    angles = matrix_to_kaggle(car.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
+    return CarPose(car.model, tuple(float(a) for a in angles), tuple(float(x) for x in car.translation.double()),
+                   car.pose.confidence)
+
+
+def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: dict, camera, photo: np.ndarray,
+                  labels: np.ndarray | None, lighting, config: RefineConfig) -> None:
+    """Passes 2..`joint_passes` over the photograph's cars (crowded photographs, docs/crowded.md).
+
+    After the first, nearest-first pass every car is refined again from its refined pose with all
+    its neighbours at theirs (in the first pass the farther ones were still at the detector's), in
+    the last stage only, its prior still centred on the detector's pose, so that evidence shared with
+    a neighbour is re-read once the neighbour has moved. Stops when no car moved by more than
+    `joint_tolerance` (translation over depth; rotation in radians).
+    """
+    cars = [c for c in state if c.status == "refined"]
+    for number in range(2, config.joint_passes + 1):
+        largest = 0.0
+        for car in sorted(cars, key=lambda c: float(c.translation[2])):
+            later = _later_pass(config, car.window)
+            neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
+                          for n in _neighbours(car, state, config.max_neighbours)]
+            hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
+            rotation0, translation0 = detector[car.index]
+            problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
+                                 crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse,
+                                 prior_rotation=rotation0, prior_translation=translation0)
+            outcome, _ = accept(refine_pose(problem, lighting, later), config)
+            result = results[car.index]
+            result.iterations += outcome.iterations
+            result.seconds += outcome.seconds
+            if not outcome.improved:
+                continue
+            before_r, before_t = car.rotation.double(), car.translation.double()
+            result.refined = _move(car, outcome, camera)
+            result.status = "refined"
+            result.iou_after, result.loss_after = outcome.iou_after, outcome.loss_after
+            result.extra["mask_offset_px"] = round(outcome.mask_offset, 3)
+            result.extra["joint_passes"] = number
+            turn = float(so3_log(car.rotation.double() @ before_r.T).norm())
+            shift = float((car.translation.double() - before_t).norm() / before_t[2].abs())
+            largest = max(largest, turn, shift)
+        if largest < config.joint_tolerance:
+            break
+
+
+def _later_pass(config: RefineConfig, window) -> RefineConfig:
+    """The settings of a joint pass for a car: its last stage alone, `joint_iterations` long, with the
+    steps that stage had (a car that starts refined must not be kicked out by the first stage's steps)."""
+    stages = car_stages(config, window)
+    size, edges, sigma, _ = stages[-1]
+    shrink = config.stage_lr_decay ** (len(stages) - 1)
+    return replace(config, stages=((size, edges, sigma, config.joint_iterations),), large_stage=None,
+                   align_start=False, lr_rotation=config.lr_rotation * shrink, lr_pixels=config.lr_pixels * shrink,
+                   lr_log_depth=config.lr_log_depth * shrink, lr_dilation=config.lr_dilation * shrink)
 
 
 def _rescore(result: CarResult) -> None:

@@ -34,7 +34,7 @@ from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
 from nmrlight.refine.shading import material_grayscale_loss, material_objects
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import FixedLayer, fixed_layer, render
-from nmrlight.rotations import so3_exp
+from nmrlight.rotations import so3_exp, so3_log
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
 
@@ -54,6 +54,15 @@ class PoseParams:
         self.log_z0 = math.log(z)
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
         self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
+        # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
+        self.omega_prior = torch.zeros(3)
+        self.log_z_prior = self.log_z0
+        self.depth_wall: float | None = None  # largest |log depth - prior's| without penalty (refine_pose)
+
+    def centre_prior(self, rotation: torch.Tensor, translation: torch.Tensor) -> None:
+        """Centre the prior on another pose (e.g. the detector's, when refining from a refined pose)."""
+        self.omega_prior = so3_log(rotation.detach().float() @ self.R0.T).float()
+        self.log_z_prior = math.log(float(translation[2]))
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]
@@ -101,6 +110,10 @@ class CarProblem:
     hidden: np.ndarray | None  # bool, labels of nearer cars (ignored by the silhouette term), cropped
     neighbours: list[Neighbour] = field(default_factory=list)
     coarse: bool = False     # the mask is a segmenter's coarse one (`coarse.truncation_band`)
+    # the prior's centre when it is not the initial pose (a joint pass starts from the refined pose
+    # but keeps the detector's as the prior)
+    prior_rotation: torch.Tensor | None = None
+    prior_translation: torch.Tensor | None = None
 
 
 @dataclass
@@ -122,12 +135,17 @@ Frame = Callable[[View, torch.Tensor], None]
 
 
 def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
-    """Squared deviation from the initial pose in standard deviations (rotation and log depth)."""
+    """Squared deviation from the prior's centre (the initial pose unless moved) in standard deviations
+    (rotation and log depth)."""
     sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=params.omega.dtype))
-    rotation = ((params.omega / sigma) ** 2).sum()
-    depth = ((params.log_z - params.log_z0) / config.prior_sigma_depth) ** 2
+    rotation = (((params.omega - params.omega_prior) / sigma) ** 2).sum()
+    depth = ((params.log_z - params.log_z_prior) / config.prior_sigma_depth) ** 2
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
-    return params.prior_scale * (rotation + depth) + dilation
+    wall = 0.0
+    if params.depth_wall is not None:  # steep beyond the wall: 1 unit of loss per 1 % of depth beyond, squared
+        excess = torch.relu((params.log_z - params.log_z_prior).abs() - params.depth_wall)
+        wall = (excess / 0.01) ** 2 / config.prior_weight * 0.01
+    return params.prior_scale * (rotation + depth) + dilation + wall
 
 
 def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
@@ -293,6 +311,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     if config.optimizer not in OPTIMIZERS:
         raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
+    if problem.prior_rotation is not None and problem.prior_translation is not None:
+        params.centre_prior(problem.prior_rotation, problem.prior_translation)
     stages = car_stages(config, problem.box)
     distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
@@ -310,6 +330,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     # the image terms are normalised by the mask's area, so a sliver of mask weighs as much as a
     # whole car: the prior grows as the evidence shrinks (mostly hidden cars stay near the detector's pose)
     params.prior_scale = min(max(1.0 / max(visible, 1e-6), 1.0), config.max_prior_scale)
+    if config.depth_wall is not None:
+        params.depth_wall = math.log1p(config.depth_wall * min(1.0, visible / 0.7))
     if config.align_start and float(iou0) < config.align_below_iou and visible >= config.align_min_visible:
         _align_start(params, problem, views[0], lighting, config, stages[0][1], stages[0][2])
     iterations = 0

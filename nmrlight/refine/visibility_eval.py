@@ -1,0 +1,112 @@
+"""Measure refinement runs by how much of each car the picture shows (crowded photographs, docs/crowded.md).
+
+    python -m nmrlight.refine.visibility_eval DATA OUT [OUT ...] [--markdown]
+
+DATA is a folder written by `nmrlight synth` with a visibility.csv (the kaggle and crowded presets);
+each OUT a `nmrlight refine DATA -p DATA/predictions.csv` output folder (refined.csv and images/*.json,
+or the finished images of a run still going). Every detection of a true car that was refined (it had
+mask pixels) counts, banded by the true car's visible fraction (< 30 %, 30-70 %, > 70 %) and in all:
+median rotation and translation error before and after, the share that ended closer (combined error
+rot / 1 deg + translation / 0.5 % went down) and the share that ended worse by more than 2 %
+(translation) or 3 deg (rotation). mAP (official metric, every annotated car, false positives included)
+of the detector's poses, the refined ones, and the ceiling: the same detections with their true
+poses and the detector's confidences (false positives kept where they were).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from nmrlight.io.poses import CarPose, read_poses
+from nmrlight.metric import evaluate
+from nmrlight.refine.ablation import car_errors, ceiling_poses, read_pairing
+from nmrlight.synth.visibility import BANDS, band, read_visibility
+
+WORSE_TRANSLATION = 0.02   # "ended worse": translation error up by more than this (relative) ...
+WORSE_ROTATION_DEG = 3.0   # ... or rotation error up by more than this
+
+
+def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[str]], dict[str, list[int]], float]:
+    """Refined poses, per-car status and iterations (renders) of each finished image; and the
+    refinement seconds a car."""
+    from nmrlight.refine.result import ImageResult
+
+    poses, status, iterations, seconds, cars = {}, {}, {}, 0.0, 0
+    for path in sorted((out / "images").glob("*.json")):
+        result = ImageResult.from_dict(json.loads(path.read_text()))
+        poses[result.image_id] = result.refined_poses()
+        status[result.image_id] = [c.status for c in result.cars]
+        iterations[result.image_id] = [c.iterations for c in result.cars]
+        seconds += result.seconds
+        cars += len(result.cars)
+    return poses, status, iterations, seconds / max(cars, 1)
+
+
+def summarise(data: Path, out: Path) -> list[dict]:
+    """One dict per visible-fraction band (and all) of the run in `out`, on its finished images."""
+    truth = read_poses(data / "train.csv")
+    predictions = read_poses(data / "predictions.csv")
+    visibility = read_visibility(data / "visibility.csv")
+    pairing = read_pairing(data)
+    refined, status, iterations, seconds = _refined(out)
+    rows = []
+    for image_id, after in refined.items():
+        before = predictions[image_id]
+        for k, (b, a) in enumerate(zip(before, after, strict=True)):
+            t = pairing[image_id][k] if pairing is not None else k
+            if t < 0 or status[image_id][k] not in ("refined", "kept initial"):
+                continue  # a false positive, or a car that had nothing to refine against
+            g = truth[image_id][t]
+            rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g),
+                         iterations[image_id][k]))
+    images = list(refined)
+    gt = {i: truth.get(i, []) for i in images}
+    given = {i: predictions[i] for i in images}
+    maps = {"map_before": evaluate(gt, given).map, "map_after": evaluate(gt, refined).map,
+            "map_ceiling": evaluate(gt, ceiling_poses(truth, given, pairing)).map}
+    table = []
+    for name in [b for _, _, b in BANDS] + ["all"]:
+        rs = [r[1:] for r in rows if name in ("all", r[0])]
+        if not rs:
+            continue
+        r = np.asarray(rs)
+        closer = r[:, 2] / 1.0 + r[:, 3] / 0.005 < r[:, 0] / 1.0 + r[:, 1] / 0.005
+        worse = (r[:, 3] - r[:, 1] > WORSE_TRANSLATION) | (r[:, 2] - r[:, 0] > WORSE_ROTATION_DEG)
+        table.append({"run": str(out), "band": name, "cars": len(r),
+                      "rot_before": float(np.median(r[:, 0])), "rot_after": float(np.median(r[:, 2])),
+                      "trans_before": float(np.median(r[:, 1])), "trans_after": float(np.median(r[:, 3])),
+                      "closer": float(closer.mean()), "worse": float(worse.mean()),
+                      "renders_per_car": float(r[:, 4].mean()),
+                      "images": len(images), "seconds_per_car": seconds, **maps})
+    return table
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| run | visible | cars | median rot (deg) before -> after | median transl. (%) before -> after "
+             "| closer | worse by > 2 % or 3 deg | mAP before -> after (ceiling) | renders / car | s / car |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {Path(r['run']).name} | {r['band']} | {r['cars']} | {r['rot_before']:.2f} -> "
+                     f"{r['rot_after']:.2f} | {100 * r['trans_before']:.2f} -> {100 * r['trans_after']:.2f} | "
+                     f"{100 * r['closer']:.0f} % | {100 * r['worse']:.1f} % | {r['map_before']:.3f} -> "
+                     f"{r['map_after']:.3f} ({r['map_ceiling']:.3f}) | {r['renders_per_car']:.0f} | "
+                     f"{r['seconds_per_car']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path)
+    parser.add_argument("runs", type=Path, nargs="+")
+    parser.add_argument("--markdown", action="store_true")
+    args = parser.parse_args(argv)
+    rows = [row for run in args.runs for row in summarise(args.data, run)]
+    print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
