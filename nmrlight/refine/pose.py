@@ -162,8 +162,10 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         out = render(Scene(material_objects(car, window_neighbours(problem, view))), view.camera, lighting,
                      background=0.0, edges=edges, sigma=max(sigma, 0.3), outputs=outputs, alpha_objects=1)
     else:
-        out = render(Scene([car]), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
-                     outputs=outputs, fixed=_fixed_neighbours(problem, view), alpha_objects=1)
+        layer = _fixed_neighbours(problem, view)
+        objects = [car] if layer is not None else [car, *window_neighbours(problem, view)]  # off the CPU: all
+        out = render(Scene(objects), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
+                     outputs=outputs, fixed=layer, alpha_objects=1)
     alpha = out.object_alpha[0]
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
