@@ -164,7 +164,7 @@ def test_killed_run_restarts_without_loss(data, reference, tmp_path):
 def test_refuses_other_inputs(data, reference, tmp_path):
     shutil.copytree(reference, tmp_path / "out")
     options = _options(data, tmp_path / "out", workers=1)
-    options.config.losses = "silhouette"
+    options.config.losses = "both"   # any setting other than the reference run's (the default)
     with pytest.raises(NmrlightError, match="other inputs"):
         run_refine(options, log=lambda _m: None)
 

@@ -110,11 +110,3 @@ def material_grayscale_loss(channels: torch.Tensor, covered: torch.Tensor, photo
         residual = torch.topk(residual, keep, largest=False, sorted=False).values
     return residual.mean()
 
-
-def predicted_shading(channels: torch.Tensor, covered: torch.Tensor, photo: torch.Tensor,
-                      region: torch.Tensor) -> torch.Tensor:
-    """(H, W) the per-material prediction sum_k a_k channels[k] (albedos fitted as in the loss)."""
-    both = region & covered
-    k = channels.shape[0]
-    albedo = fit_class_albedo(channels[:, both], photo[both]) if bool(both.any()) else torch.ones(k)
-    return (albedo.to(channels.dtype)[:, None, None] * channels).sum(0)
