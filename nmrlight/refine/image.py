@@ -148,22 +148,19 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
 
     results: dict[int, CarResult] = {}
     order = sorted(state, key=lambda c: float(c.translation[2]) if c.status == "refined" else np.inf)
-    detector = {c.index: (c.rotation.clone(), c.translation.clone()) for c in state}
+    # the detector's poses, where later joint passes centre each car's prior
+    detector = {c.index: (c.rotation.clone(), c.translation.clone()) for c in state} if config.joint_passes > 1 else {}
     for car in order:
         initial = _with_model(car.pose, car.model)
         if car.status != "refined":
             results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
-        neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
-                      for n in _neighbours(car, state, config.max_neighbours)]
-        hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
         candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
         outcomes = {}
         for model in candidates[:max(1, config.mesh_candidates)]:
             if model != car.model:
                 car.use_mesh(data, model)
-            problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                                 crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse)
+            problem = _car_problem(car, state, camera, photo, labels, config)
             recorder = GifRecorder() if config.gif_dir else None
             if config.global_stage:
                 found = refine_global(problem, lighting, config, frame=recorder)
@@ -215,6 +212,19 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
 
 
+def _car_problem(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels: np.ndarray | None,
+                 config: RefineConfig, prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> CarProblem:
+    """`car` at its current pose and mesh in its window, the window's other cars at their current poses;
+    `prior`: the (rotation, translation) the prior is centred on when it is not the start."""
+    neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
+                  for n in _neighbours(car, state, config.max_neighbours)]
+    hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
+    rotation0, translation0 = prior if prior is not None else (None, None)
+    return CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
+                      crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse,
+                      prior_rotation=rotation0, prior_translation=translation0)
+
+
 def _move(car: _Car, outcome, camera) -> CarPose:
     """Move `car` to the outcome's pose; returns that pose as a CarPose (angles near the detector's)."""
     car.rotation, car.translation = outcome.rotation.float(), outcome.translation.float()
@@ -238,15 +248,8 @@ def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: di
     for number in range(2, config.joint_passes + 1):
         largest = 0.0
         for car in sorted(cars, key=lambda c: float(c.translation[2])):
-            later = _later_pass(config, car.window)
-            neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
-                          for n in _neighbours(car, state, config.max_neighbours)]
-            hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
-            rotation0, translation0 = detector[car.index]
-            problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                                 crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse,
-                                 prior_rotation=rotation0, prior_translation=translation0)
-            outcome, _ = accept(refine_pose(problem, lighting, later), config)
+            problem = _car_problem(car, state, camera, photo, labels, config, prior=detector[car.index])
+            outcome, _ = accept(refine_pose(problem, lighting, _later_pass(config, car.window)), config)
             result = results[car.index]
             result.iterations += outcome.iterations
             result.seconds += outcome.seconds
