@@ -17,7 +17,7 @@ import torch
 from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
 from nmrlight.raster import kernels
-from nmrlight.raster.antialias import edge_blend, silhouette_edges
+from nmrlight.raster.antialias import EdgeBlend, edge_blend, silhouette_edges
 from nmrlight.raster.rasterize import (
     DepthBase,
     EdgeList,
@@ -47,6 +47,7 @@ class RenderOutput:
     visibility: Visibility
     screen: ScreenMesh
     face_object: torch.Tensor           # (F,) object index of each packed face
+    blend: EdgeBlend | None = None      # the analytic edges' blend (pixels, weights, crossing geometry)
 
     @property
     def face_id(self) -> torch.Tensor:
@@ -388,7 +389,7 @@ def render(scene: Scene, camera: Camera, lighting: Lighting | None = None, *,
         normal_map = torch.zeros(3, npix, dtype=dtype, device=device)
         normal_map = normal_map.index_copy(1, pix, pixel_normals.T.contiguous()).view(3, height, width)
 
-    return RenderOutput(image, alpha, object_alpha, depth, normal_map, vis, screen, packed.face_object)
+    return RenderOutput(image, alpha, object_alpha, depth, normal_map, vis, screen, packed.face_object, blend)
 
 
 def _occlude_soft(soft: torch.Tensor, scene: Scene, packed: PackedScene) -> torch.Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -139,3 +140,26 @@ def test_soft_object_alpha_is_hidden_by_nearer_objects(two_cars):
     assert solid.sum() > 100
     assert float(out.object_alpha[1][solid].max()) < 1e-3
     assert torch.all(out.alpha <= 1) and torch.all(out.alpha >= 0)
+
+
+def test_closest_crossing_per_pair_matches_a_sort_and_scatter_reference():
+    """One crossing per pixel pair: the nearest edge, the first of equals, in ascending key order
+    (what the sort-and-scatter formulation off the CPU gives)."""
+    from nmrlight.raster.kernels import closest_per_pair
+
+    rng = np.random.default_rng(5)
+    for trial in range(20):
+        m = int(rng.integers(2, 60))
+        key = rng.integers(0, m // 2 + 2, size=m).astype(np.int64)
+        nearness = rng.choice(np.array([0.5, 1.0, 1.5], dtype=np.float32), size=m)   # many ties
+        keys, slot = np.unique(key, return_inverse=True)
+        expected = []
+        for k in range(len(keys)):
+            members = np.flatnonzero(slot == k)
+            best = nearness[members].max()
+            expected.append(members[nearness[members] == best].min())
+        got = closest_per_pair(key, nearness)
+        if len(keys) == m:
+            assert np.array_equal(got, np.arange(m))
+        else:
+            assert np.array_equal(got, np.array(expected)), trial

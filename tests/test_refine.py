@@ -272,12 +272,16 @@ def test_a_car_that_starts_beside_its_mask_is_found(scene) -> None:
     x, y, z = TRUTH[1].translation
     start = [TRUTH[0], CarPose(MODEL, TRUTH[1].rotation, (x + 5.0, y, z))]   # ~180 px right, off its mask
     found = {}
-    for align in (False, True):
-        config = RefineConfig(threads=1, stages=FAST.stages, align_start=align, lighting="fixed")
+    for align in (False, True):   # Adam's fixed-size steps cannot cross 180 px of empty window ...
+        config = RefineConfig(threads=1, stages=FAST.stages, align_start=align, lighting="fixed", optimizer="adam")
         found[align] = refine_image(data, IMAGE, start, config).cars[1]
     assert found[False].iou_after < 0.5
     assert found[True].iou_after > 0.9
     assert car_errors(found[True].refined, TRUTH[1])[1] < 0.01
+    # ... the default (Levenberg-Marquardt stages, box-aligned start) finds it as well
+    default = refine_image(data, IMAGE, start, RefineConfig(threads=1, stages=FAST.stages, lighting="fixed")).cars[1]
+    assert default.iou_after > 0.9
+    assert car_errors(default.refined, TRUTH[1])[1] < 0.01
 
 
 def test_ablation_groups_split_by_depth_and_count_cars_closer() -> None:
@@ -378,11 +382,15 @@ def test_a_stage_stops_when_the_loss_stops_improving(scene) -> None:
     stages = ((64, "analytic", 1.0, 30), (96, "analytic", 0.0, 30))
     lighting = Lighting(LIGHT[0], LIGHT[1], LIGHT[2])
     converged = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, patience=3,
-                                                             min_improvement=10.0))
+                                                             min_improvement=10.0, optimizer="adam"))
     assert converged.iterations == 2 * (1 + 3)   # the first iterate, then `patience` without improvement
     never = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, patience=100,
-                                                         min_improvement=0.0))
+                                                         min_improvement=0.0, optimizer="adam"))
     assert never.iterations == 60
+    # Levenberg-Marquardt: a stage ends at the first kept step that gains less than the tolerance
+    quick = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, lm_tolerance=10.0))
+    thorough = refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None, lm_tolerance=0.0))
+    assert 2 * 2 <= quick.iterations < thorough.iterations <= 60
 
 
 def _quadratic(centre: torch.Tensor, scale: torch.Tensor, parameters: list[torch.Tensor], calls: list[float]):
@@ -421,6 +429,29 @@ def test_adam_stage_moves_by_its_steps_and_stops_without_progress() -> None:
     assert 10 < len(calls) < 200          # reached the minimum, then stopped after 5 evaluations without progress
     assert min(calls) < 1e-2 and calls.index(min(calls)) == len(calls) - 6
     assert min(calls[:9]) > 0.02          # steps of 0.1 need at least 9 to travel the distance 1
+
+
+def test_lm_stage_solves_a_badly_scaled_quadratic_in_few_renders() -> None:
+    """Levenberg-Marquardt on an exact quadratic model: lambda shrinks as the model proves right."""
+    from nmrlight.refine.linearise import LocalModel
+    from nmrlight.refine.optimisers import lm_stage
+
+    centre = torch.tensor([0.3, -0.1, 0.05, 40.0, -12.0, 0.2, 1.5], dtype=torch.float64)
+    scale = torch.tensor([0.02, 0.02, 0.02, 5.0, 5.0, 0.008, 0.5], dtype=torch.float64)
+    parameters = [torch.zeros(3), torch.zeros(2), torch.zeros(()), torch.zeros(())]
+    losses: list[float] = []
+
+    def linearise() -> LocalModel:
+        x = torch.cat([p.reshape(-1) for p in parameters]).double()
+        losses.append(float((((x - centre) / scale) ** 2).sum()))
+        return LocalModel(losses[-1], 2 * (x - centre) / scale ** 2, torch.diag(2 / scale ** 2), 0.0,
+                          torch.zeros(1, 1, dtype=torch.bool))
+
+    lm_stage(parameters, linearise, 30, 1e-6, 1.0)
+    assert losses[5] < 1e-5 * losses[0]    # six renders (Adam takes hundreds: test above)
+    assert min(losses) == losses[-1]       # it ends on its best pose
+    x = torch.cat([p.reshape(-1) for p in parameters]).double()
+    assert torch.allclose(x, centre, rtol=1e-3, atol=1e-3 * float(scale.min()))
 
 
 def test_an_unknown_optimizer_is_named(scene) -> None:

@@ -76,6 +76,9 @@ def register(app: typer.Typer) -> None:
             "Fuse each car's depth with the road fitted to the photograph's other cars (docs/accuracy.md).")),
         joint_passes: int = typer.Option(RefineConfig.joint_passes, "--joint-passes", min=1, help=(
             "Passes over a photograph's cars; later ones see every neighbour refined (docs/crowded.md).")),
+        optimizer: str = typer.Option(RefineConfig.optimizer, "--optimizer", help=(
+            "Pose optimiser of each stage: auto (Levenberg-Marquardt on silhouette + edges, Adam with a "
+            "grayscale term), lm, adam or lbfgs (docs/speed.md).")),
     ) -> None:
         """Refine every image of the predictions file: OUT/refined.csv, lighting.csv, report.json/html.
 
@@ -92,6 +95,16 @@ def register(app: typer.Typer) -> None:
             raise NmrlightError(f"--lighting must be one of {', '.join(LIGHTING_MODES)}, got {lighting!r}")
         if device != "cpu" and not device.startswith("cuda"):
             raise NmrlightError(f"--device must be cpu or cuda, got {device!r}")
+        from nmrlight.refine.optimisers import OPTIMIZERS
+
+        if optimizer not in OPTIMIZERS:
+            raise NmrlightError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+        if optimizer == "lm" and losses != "silhouette":
+            raise NmrlightError(f"--optimizer lm takes --losses silhouette (its local model has no grayscale "
+                                f"term), got --losses {losses}; use --optimizer auto or adam")
+        if optimizer == "lm" and device != "cpu":
+            raise NmrlightError(f"--optimizer lm runs on the CPU only, got --device {device}; use --optimizer auto "
+                                "(Adam on CUDA) or adam")
         if mask_quality not in ("auto", "coarse", "fine"):
             raise NmrlightError(f"--mask-quality must be auto, coarse or fine, got {mask_quality!r}")
         from nmrlight.io.poses import FORMATS
@@ -112,7 +125,7 @@ def register(app: typer.Typer) -> None:
                               model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
                               accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
                               ground_plane=ground_plane,
-                              mask_quality=mask_quality, joint_passes=joint_passes)
+                              mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)
         selected = [i.strip() for i in images.split(",") if i.strip()] if images is not None else None

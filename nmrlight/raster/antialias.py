@@ -32,12 +32,51 @@ from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibilit
 
 
 @dataclass
+class CrossingGeometry:
+    """What fixes a crossing's blend weight besides its edge's projected end points: the edge's
+    vertices (a, b: packed indices), which coordinate the pixel line fixes (`along`: 1 for rows,
+    0 for columns), that line and the start and direction of the pixel step it crosses, and the side
+    (`beyond`: the crossing lies past the midpoint, so the outside pixel is the one blended).
+    `blend_weights(uv[a], uv[b], geometry)` is the weight, differentiable in the end points."""
+
+    a: torch.Tensor          # (M,) vertex index
+    b: torch.Tensor          # (M,) vertex index
+    along: torch.Tensor      # (M, 1) long
+    line: torch.Tensor       # (M,) pixel-centre coordinate of the line
+    start: torch.Tensor      # (M,) pixel-centre coordinate of the inside pixel along the line
+    step: torch.Tensor       # (M,) +1 or -1 toward the outside pixel
+    beyond: torch.Tensor     # (M,) bool, fixed at the render (the weight's kink is not crossed)
+
+    def subset(self, keep: torch.Tensor) -> CrossingGeometry:
+        return CrossingGeometry(self.a[keep], self.b[keep], self.along[keep], self.line[keep], self.start[keep],
+                                self.step[keep], self.beyond[keep])
+
+
+def crossing_fraction(uv_a: torch.Tensor, uv_b: torch.Tensor, geometry: CrossingGeometry) -> torch.Tensor:
+    """t of each crossing: where the edge a-b crosses its pixel line, from the inside pixel's centre
+    (0) toward the outside one's (1). uv_a, uv_b: (..., M, 2) end points."""
+    rows = geometry.along[:, 0] == 1
+    ha = torch.where(rows, uv_a[..., 1], uv_a[..., 0])
+    hb = torch.where(rows, uv_b[..., 1], uv_b[..., 0])
+    xa = torch.where(rows, uv_a[..., 0], uv_a[..., 1])
+    xb = torch.where(rows, uv_b[..., 0], uv_b[..., 1])
+    x = xa + (geometry.line.to(uv_a.dtype) - ha) / (hb - ha) * (xb - xa)
+    return (x - geometry.start.to(uv_a.dtype)) * geometry.step.to(uv_a.dtype)
+
+
+def blend_weights(uv_a: torch.Tensor, uv_b: torch.Tensor, geometry: CrossingGeometry) -> torch.Tensor:
+    """|t - 1/2|: the share of its neighbour's value a boundary pixel takes (see the module docstring)."""
+    return (crossing_fraction(uv_a, uv_b, geometry) - 0.5).abs()
+
+
+@dataclass
 class EdgeBlend:
     """Per boundary pair: the pixel to modify, the pixel it borrows from, and the weight |t - 1/2|."""
 
     target: torch.Tensor   # (M,) flat pixel index
     source: torch.Tensor   # (M,) flat pixel index
     weight: torch.Tensor   # (M,) differentiable, in [0, 1/2]
+    geometry: CrossingGeometry | None = None   # to recompute the weights at other vertex positions
 
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """Blend a stack of per-pixel values (C, H*W): value[target] += w (value[source] - value[target]).
@@ -81,12 +120,18 @@ def _closest_per_pair(mesh: ScreenMesh, cross: Crossings, edges: EdgeList) -> Cr
     if len(cross.edge) < 2:
         return cross
     key = torch.minimum(cross.inside, cross.outside) * 2 + cross.axis
-    unique, slot = torch.unique(key, return_inverse=True)
-    if len(unique) == len(key):
-        return cross
     a = edges.vertices[cross.edge, 0]
     b = edges.vertices[cross.edge, 1]
     z = mesh.z.detach()
+    if key.device.type == "cpu":   # one compiled pass instead of a sort and three scatters
+        nearness = 1 / z[a] + 1 / z[b]
+        keep = torch.from_numpy(kernels.closest_per_pair(key.numpy(), nearness.numpy()))
+        if len(keep) == len(key):
+            return cross
+        return Crossings(cross.edge[keep], cross.inside[keep], cross.outside[keep], cross.axis[keep])
+    unique, slot = torch.unique(key, return_inverse=True)
+    if len(unique) == len(key):
+        return cross
     nearness = 1 / z[a] + 1 / z[b]   # good enough to rank edges crossing the same pair
     best = torch.full((len(unique),), -float("inf"), dtype=nearness.dtype, device=key.device)
     best = best.scatter_reduce(0, slot, nearness, reduce="amax")
@@ -101,22 +146,22 @@ def edge_blend(mesh: ScreenMesh, vis: Visibility, edges: EdgeList) -> EdgeBlend:
     cross = _closest_per_pair(mesh, vis.crossings, edges)
     dtype = mesh.uv.dtype
     width = mesh.width
-    a = mesh.uv[edges.vertices[cross.edge, 0]]
-    b = mesh.uv[edges.vertices[cross.edge, 1]]
+    a = edges.vertices[cross.edge, 0]
+    b = edges.vertices[cross.edge, 1]
     horizontal = cross.axis == 0
-    along = torch.where(horizontal, 1, 0)[:, None]     # coordinate fixed by the line (y for rows)
-    across = 1 - along                                 # coordinate where the edge crosses it
     row = torch.div(cross.inside, width, rounding_mode="floor")
     col = cross.inside % width
-    line = torch.where(horizontal, row, col).to(dtype) + 0.5
-    start = torch.where(horizontal, col, row).to(dtype) + 0.5
-    step = torch.where(horizontal, cross.outside - cross.inside, torch.div(cross.outside - cross.inside, width,
-                                                                          rounding_mode="floor")).to(dtype)
-    ha, hb = a.gather(1, along).squeeze(1), b.gather(1, along).squeeze(1)
-    xa, xb = a.gather(1, across).squeeze(1), b.gather(1, across).squeeze(1)
-    x = xa + (line - ha) / (hb - ha) * (xb - xa)
-    t = (x - start) * step
+    geometry = CrossingGeometry(
+        a, b,
+        along=torch.where(horizontal, 1, 0)[:, None],     # coordinate fixed by the line (y for rows)
+        line=torch.where(horizontal, row, col).to(dtype) + 0.5,
+        start=torch.where(horizontal, col, row).to(dtype) + 0.5,
+        step=torch.where(horizontal, cross.outside - cross.inside,
+                         torch.div(cross.outside - cross.inside, width, rounding_mode="floor")).to(dtype),
+        beyond=torch.zeros(0, dtype=torch.bool))
+    t = crossing_fraction(mesh.uv[a], mesh.uv[b], geometry)
     beyond = t.detach() > 0.5
+    geometry.beyond = beyond
     target = torch.where(beyond, cross.outside, cross.inside)
     source = torch.where(beyond, cross.inside, cross.outside)
-    return EdgeBlend(target, source, (t - 0.5).abs())
+    return EdgeBlend(target, source, (t - 0.5).abs(), geometry)

@@ -257,6 +257,35 @@ def silhouette_crossings(uv, z, faces, edges, edge_faces, inside, inv_depth, tol
     return out_e, out_in, out_out, out_axis
 
 
+@numba.njit(**_NB)
+def closest_per_pair(key, nearness):
+    """Indices of the crossings to keep, one per pixel pair (`key`): the largest `nearness`, the lowest
+    index among equals, in ascending key order; all of them, in their order, when no pair repeats."""
+    m = key.shape[0]
+    order = np.argsort(key, kind="mergesort")
+    repeated = False
+    for i in range(1, m):
+        if key[order[i]] == key[order[i - 1]]:
+            repeated = True
+            break
+    if not repeated:
+        return np.arange(m)
+    out = np.empty(m, np.int64)
+    n = 0
+    i = 0
+    while i < m:
+        best = order[i]
+        j = i + 1
+        while j < m and key[order[j]] == key[order[i]]:
+            if nearness[order[j]] > nearness[best]:
+                best = order[j]
+            j += 1
+        out[n] = best
+        n += 1
+        i = j
+    return out[:n]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Soft silhouettes (SoftRas-style): per object, A = 1 - prod_f (1 - sigmoid(delta_f d_f^2 / sigma^2)),
 # accumulated in log space: log(1 - A) = -sum_f softplus(x_f), x_f = delta_f d_f^2 / sigma^2.

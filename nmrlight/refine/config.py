@@ -37,9 +37,11 @@ class RefineConfig:
     # stage's render is much coarser than the photo); None: never
     large_stage: tuple[int, str, float, int] | None = (256, "analytic", 0.0, 20)
     large_stage_min_pixels: int = 300    # window's longer side (image pixels) that gets it
-    # per-stage optimiser: "adam" (fixed-size steps) or "lbfgs" (quasi-Newton, scipy's L-BFGS-B in
-    # units of the Adam steps below; a stage's iteration count is then its budget of renders)
-    optimizer: str = "adam"
+    # per-stage optimiser: "auto" (Levenberg-Marquardt on the silhouette + photo-edge terms, Adam when a
+    # grayscale term or soft edges are on), "lm", "adam" (fixed-size steps) or "lbfgs" (quasi-Newton,
+    # scipy's L-BFGS-B in units of the Adam steps below); a stage's iteration count is its budget of
+    # renders (docs/speed.md)
+    optimizer: str = "auto"
     lbfgs_tolerance: float = 1e-4        # L-BFGS stops when a step gains less than this, relative
     lr_rotation: float = 0.02            # Adam step on so(3), radians
     lr_pixels: float = 1.0               # Adam step on the projected centre, render pixels
@@ -140,3 +142,9 @@ class RefineConfig:
     # proportionally less when less is (the sliver of a mostly hidden car is fitted as well by a
     # smaller, farther car); None: no wall
     depth_wall: float | None = None
+    # --- Levenberg-Marquardt stages (issue 13; nmrlight.refine.linearise, docs/speed.md) ---
+    # per-stage optimiser (as `optimizer`), the last entry for any later stage (the large stage);
+    # None: `optimizer` for every stage
+    stage_optimizers: tuple[str, ...] | None = None
+    lm_tolerance: float = 1e-3           # an LM stage stops when a kept step gains less than this, relative
+    lm_damping: float = 1.0              # LM's initial lambda (relative to the Hessian's diagonal)

@@ -9,11 +9,13 @@ Coarse to fine: each stage renders the window at a larger size (analytic edges) 
 render and mask both blurred by a Gaussian of decreasing sigma (a wide basin early, exact at the
 end; edges="soft" stages use the renderer's soft silhouettes against the hard mask instead).
 Cars that start with a poor overlap first jump to the best of a few box-aligning image shifts.
-Each stage runs Adam (per-parameter steps, cosine-shrinking, stopped early when its loss stops
-improving) or L-BFGS in the units of those steps (see `optimisers`); the best iterate of the last
-stage is kept, and the initial pose when nothing beat it. The other cars are posed and cut to the
-window once per view, not at every render. A Gaussian prior around the initial pose, weighted up
-for mostly hidden cars, keeps cars whose pixels say little in place."""
+Each stage runs Levenberg-Marquardt on a Gauss-Newton model of the loss made from one render
+(`linearise`; the default where the loss is silhouette + photo edges), Adam (per-parameter steps,
+cosine-shrinking, stopped early when its loss stops improving) or L-BFGS in the units of those steps
+(see `optimisers`); the best iterate of the last stage is kept, and the initial pose when nothing
+beat it. The other cars are posed and cut to the window once per view, not at every render. A
+Gaussian prior around the initial pose, weighted up for mostly hidden cars, keeps cars whose pixels
+say little in place."""
 
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
 from nmrlight.refine.coarse import band_weights
 from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.linearise import LocalModel, alpha_jacobian, gauss_newton
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage
+from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage, lm_stage
 from nmrlight.refine.shading import material_grayscale_loss, material_objects
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
 from nmrlight.render import FixedLayer, fixed_layer, render
@@ -67,14 +70,30 @@ class PoseParams:
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]
 
-    def rotation(self) -> torch.Tensor:
-        return so3_exp(self.omega) @ self.R0
+    def rotation(self, omega: torch.Tensor | None = None) -> torch.Tensor:
+        """R = exp(omega) R0, of the current omega or the ones given (..., 3)."""
+        omega = self.omega if omega is None else omega
+        return so3_exp(omega) @ self.R0.to(omega.dtype)
 
-    def translation(self) -> torch.Tensor:
-        z = torch.exp(self.log_z)
-        x = (self.uv[0] - self.cx) * z / self.fx
-        y = (self.uv[1] - self.cy) * z / self.fy
-        return torch.stack([x, y, z])
+    def translation(self, uv: torch.Tensor | None = None, log_z: torch.Tensor | None = None) -> torch.Tensor:
+        """The centre in metres from the projected centre and log depth (current, or the ones given:
+        uv (..., 2), log_z (...))."""
+        uv = self.uv if uv is None else uv
+        z = torch.exp(self.log_z if log_z is None else log_z)
+        x = (uv[..., 0] - self.cx) * z / self.fx
+        y = (uv[..., 1] - self.cy) * z / self.fy
+        return torch.stack([x, y, z], dim=-1)
+
+    def pose_vector(self) -> torch.Tensor:
+        """(omega, uv, log depth) as one detached 6-vector: the pose `uv_of` takes."""
+        return torch.cat([self.omega.detach(), self.uv.detach(), self.log_z.detach().reshape(1)])
+
+    def uv_of(self, vertices: torch.Tensor, camera: Camera, poses: torch.Tensor) -> torch.Tensor:
+        """Pixel coordinates (B, V, 2) of object-frame vertices (V, 3) at pose vectors (B, 6)."""
+        rotation = self.rotation(poses[:, :3])
+        translation = self.translation(poses[:, 3:5], poses[:, 5])
+        posed = vertices.to(poses.dtype) @ rotation.transpose(-1, -2) + translation[:, None, :]
+        return camera.project(posed)[0]
 
     def state(self) -> tuple[torch.Tensor, ...]:
         return tuple(p.detach().clone() for p in self.parameters())
@@ -148,11 +167,19 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     return params.prior_scale * (rotation + depth) + dilation + wall
 
 
-def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
-              edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss, IoU (detached) and the hard silhouette of the target in this view."""
+def prior_hessian(params: PoseParams, config: RefineConfig) -> torch.Tensor:
+    """(7,) diagonal of the Hessian of `config.prior_weight * prior` (the depth wall left out)."""
+    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=torch.float64))
+    rotation = 2.0 * params.prior_scale / sigma ** 2
+    depth = torch.tensor([0.0, 0.0, 2.0 * params.prior_scale / config.prior_sigma_depth ** 2], dtype=torch.float64)
+    dilation = torch.tensor([2.0 / config.dilation_sigma ** 2 if config.fit_dilation else 0.0], dtype=torch.float64)
+    return config.prior_weight * torch.cat([rotation, depth, dilation])
+
+
+def _render_car(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
+                edges: str, sigma: float):
+    """The car at its current pose over the window's other cars (its silhouette first)."""
     car = MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())
-    use_sil = config.losses in ("silhouette", "both")
     use_gray = config.losses in ("grayscale", "both")
     outputs = {"object_alpha"}
     if use_gray:
@@ -166,7 +193,22 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         objects = [car] if layer is not None else [car, *window_neighbours(problem, view)]  # off the CPU: all
         out = render(Scene(objects), view.camera, lighting, background=0.0, edges=edges, sigma=max(sigma, 0.3),
                      outputs=outputs, fixed=layer, alpha_objects=1)
-    alpha = out.object_alpha[0]
+    return out
+
+
+def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
+              edges: str, sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss, IoU (detached) and the hard silhouette of the target in this view."""
+    out = _render_car(params, problem, view, lighting, config, edges, sigma)
+    return _car_loss(params, view, config, out, out.object_alpha[0])
+
+
+def _car_loss(params: PoseParams, view: View, config: RefineConfig, out, alpha: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loss of a render whose car silhouette is `alpha`, its IoU with the mask and the hard silhouette."""
+    use_sil = config.losses in ("silhouette", "both")
+    use_gray = config.losses in ("grayscale", "both")
+    materials = use_gray and config.shading_materials
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
     sil_weight = view.cache.get("silhouette_weight", view.weight)  # coarse masks: band left out
@@ -200,6 +242,44 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
     return loss, iou.detach(), hard
+
+
+def _linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
+               edges: str, sigma: float) -> LocalModel:
+    """The loss, its gradient and a Gauss-Newton Hessian in (omega, uv, log depth, mask offset) from one
+    render (`nmrlight.refine.linearise`): the silhouette and photo-edge terms with analytic edges."""
+    if config.losses != "silhouette" or edges != "analytic":
+        raise NmrlightError("refine: the lm optimiser takes the silhouette and photo-edge terms (losses "
+                            f"'silhouette') with analytic edges, got losses {config.losses!r} and edges {edges!r}")
+    with torch.no_grad():
+        out = _render_car(params, problem, view, lighting, config, edges, sigma)
+    alpha = out.object_alpha[0].detach().requires_grad_(True)
+    for p in params.parameters():
+        p.grad = None
+    loss, iou, hard = _car_loss(params, view, config, out, alpha)
+    loss.backward()
+    jac = alpha_jacobian(out, hard, len(problem.vertices),
+                         lambda pose, index: params.uv_of(problem.vertices[index], view.camera, pose),
+                         params.pose_vector())
+    gradient = torch.cat([torch.zeros(p.numel()) if p.grad is None else p.grad.reshape(-1)
+                          for p in params.parameters()]).double()
+    gradient[:6] += jac @ alpha.grad.reshape(-1).double()
+    hessian = torch.diag(prior_hessian(params, config))
+    if config.weight_silhouette > 0:
+        weight = view.cache.get("silhouette_weight", view.weight).double()
+        height, width = alpha.shape
+        columns = jac.view(6, height, width)
+        if config.fit_dilation and view.sdf is not None:   # residual alpha - grown mask
+            inner = view.sdf.double() + float(params.dilation.detach()) * view.scale + 0.5
+            columns = torch.cat([columns, (-view.scale * ((inner >= 0) & (inner <= 1)).double())[None]])
+            area = (view.weight * view.mask).sum()
+        else:
+            area = (view.cache.get("silhouette_weight", view.weight)
+                    * (view.blurred_mask if view.sigma > 0 else view.mask)).sum()
+        columns = gaussian_blur(columns, view.sigma)
+        n = len(columns)
+        hessian[:n, :n] += gauss_newton(columns, weight * config.weight_silhouette / max(float(area), 1.0))
+    return LocalModel(float(loss.detach()), gradient, hessian, float(iou), hard)
 
 
 def window_neighbours(problem: CarProblem, view: View, margin: float = 2.0) -> list[MeshObject]:
@@ -306,12 +386,29 @@ def car_stages(config: RefineConfig, box: Box) -> tuple[tuple[int, str, float, i
     return stages
 
 
+def stage_optimizer(config: RefineConfig, stage: int, edges: str) -> str:
+    """The optimiser of a stage: `stage_optimizers` (the last entry for any later stage) or `optimizer`;
+    "auto" is Levenberg-Marquardt where its local model covers the loss (silhouette and photo-edge
+    terms, analytic edges, on the CPU), Adam elsewhere."""
+    name = config.optimizer
+    if config.stage_optimizers:
+        name = config.stage_optimizers[min(stage, len(config.stage_optimizers) - 1)]
+    if name == "auto":   # (LM's local model is built on the CPU renderer's outputs; CUDA keeps Adam)
+        lm = config.losses == "silhouette" and edges == "analytic" and config.device == "cpu"
+        return "lm" if lm else "adam"
+    if name == "lm" and config.device != "cpu":
+        raise NmrlightError(f"refine: the lm optimiser runs on the CPU only, got device {config.device!r}; "
+                            "use optimizer 'auto' or 'adam'")
+    return name
+
+
 def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame: Frame | None = None
                 ) -> PoseOutcome:
     """Refine one car's pose; returns the best pose found (or the initial one when nothing beat it)."""
     start = time.perf_counter()
-    if config.optimizer not in OPTIMIZERS:
-        raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}")
+    for name in (config.optimizer, *(config.stage_optimizers or ())):
+        if name not in OPTIMIZERS:
+            raise NmrlightError(f"refine: optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
     params = PoseParams(problem.rotation, problem.translation, problem.camera)
     if problem.prior_rotation is not None and problem.prior_translation is not None:
         params.centre_prior(problem.prior_rotation, problem.prior_translation)
@@ -359,7 +456,22 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
             loss.backward()
             return value
 
-        if config.optimizer == "lbfgs":
+        def linearise(view: View = view, edges: str = edges, sigma: float = sigma, last: bool = last) -> LocalModel:
+            nonlocal iterations, best_state, best_loss, best_iou
+            model = _linearise(params, problem, view, lighting, config, edges, sigma)
+            history.append(model.loss)
+            iterations += 1
+            if frame is not None:
+                frame(view, model.hard)
+            if last and model.loss < best_loss:
+                best_state, best_loss, best_iou = params.state(), model.loss, model.iou
+            return model
+
+        optimizer = stage_optimizer(config, stage, edges)
+        if optimizer == "lm":   # every render is recorded: the last one is the pose it ends at
+            lm_stage(params.parameters(), linearise, max_iter, config.lm_tolerance, config.lm_damping)
+            continue
+        if optimizer == "lbfgs":
             lbfgs_stage(params.parameters(), steps, evaluate, max_iter, config.lbfgs_tolerance)
         else:
             adam_stage(params.parameters(), steps, evaluate, max_iter, config.patience, config.min_improvement)

@@ -125,21 +125,22 @@ def _blur_matrix(n: int, sigma: float, dtype: torch.dtype, device: torch.device)
 
 
 def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of an (H, W) tensor (zero padding), differentiable.
+    """Separable Gaussian blur of an (H, W) tensor, or a stack (..., H, W) of them (zero padding),
+    differentiable.
 
     Window-sized images go through two products with banded matrices (cached per size): on the CPU
     several times faster than conv2d's forward and backward at these sizes; larger ones use conv2d.
     """
     if sigma <= 0:
         return image
-    height, width = image.shape
+    height, width = image.shape[-2:]
     if max(height, width) <= MATRIX_BLUR_MAX:
         rows = _blur_matrix(height, sigma, image.dtype, image.device)
         cols = _blur_matrix(width, sigma, image.dtype, image.device)
         return rows @ image @ cols.T
     k, radius = _gaussian_kernel(sigma, image.dtype)
-    out = F.conv2d(image[None, None], k.view(1, 1, 1, -1), padding=(0, radius))
-    return F.conv2d(out, k.view(1, 1, -1, 1), padding=(radius, 0))[0, 0]
+    out = F.conv2d(image.reshape(-1, 1, height, width), k.view(1, 1, 1, -1), padding=(0, radius))
+    return F.conv2d(out, k.view(1, 1, -1, 1), padding=(radius, 0)).reshape(image.shape)
 
 
 def make_view(camera: Camera, box: Box, size: int, photo: np.ndarray, mask: np.ndarray,

@@ -1,0 +1,154 @@
+"""Levenberg-Marquardt stages: the local model from one render (gradient, Gauss-Newton Hessian) and
+the stage optimiser on a small two-car scene."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nmrlight.camera import Camera
+from nmrlight.errors import NmrlightError
+from nmrlight.procedural import make_car
+from nmrlight.refine import pose
+from nmrlight.refine.config import RefineConfig
+from nmrlight.refine.window import Box, make_view, signed_distance
+from nmrlight.render import render
+from nmrlight.rotations import so3_exp
+from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A car partly hidden by a nearer one, its mask and photo, and a start off by a turn and a shift."""
+    camera = Camera.from_intrinsics(300.0, 300.0, 80.0, 60.0, 160, 120)
+    meshes = [make_car(kind, seed, target_faces=800).mesh for kind, seed in (("sedan", 0), ("suv", 1))]
+    verts = [torch.tensor(m.object_vertices(), dtype=torch.float32) for m in meshes]
+    faces = [torch.tensor(m.faces) for m in meshes]
+    rotations = [so3_exp(torch.tensor([0.05, 2.4, 3.1])), so3_exp(torch.tensor([0.05, 0.9, 3.1]))]
+    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([2.0, 0.9, 11.0])]
+    lighting = Lighting(0.4, 0.6, (0.3, -1.0, -0.4))
+    objects = [MeshObject(v, f, r, t) for v, f, r, t in zip(verts, faces, rotations, translations, strict=True)]
+    truth = render(Scene(objects), camera, lighting, edges="none")
+    photo = truth.image[0].numpy()
+    box = Box(20, 10, 150, 110)
+    mask = (truth.object_id == 0).numpy()[box.y0:box.y1, box.x0:box.x1]
+    start_rotation = so3_exp(torch.tensor([0.0, 0.06, 0.0])) @ rotations[0]
+    start_translation = translations[0] + torch.tensor([0.15, 0.0, 0.5])
+    problem = pose.CarProblem(verts[0], faces[0], start_rotation, start_translation, camera, box,
+                              photo[box.y0:box.y1, box.x0:box.x1], mask, None,
+                              [pose.Neighbour(verts[1], faces[1], rotations[1], translations[1])])
+    return problem, lighting, rotations[0], translations[0]
+
+
+@pytest.mark.parametrize("sigma", [1.5, 0.0])
+def test_local_model_gradient_is_autograds_and_its_hessian_is_positive(scene, sigma):
+    problem, lighting, _, _ = scene
+    config = RefineConfig()
+    params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
+    with torch.no_grad():
+        params.dilation += 0.4
+    view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, sigma,
+                     sdf=signed_distance(problem.mask))
+    loss, _, _ = pose._evaluate(params, problem, view, lighting, config, "analytic", sigma)
+    loss.backward()
+    expected = torch.cat([p.grad.reshape(-1) for p in params.parameters()]).double()
+    model = pose._linearise(params, problem, view, lighting, config, "analytic", sigma)
+    assert model.loss == pytest.approx(float(loss.detach()), rel=1e-6)
+    assert torch.linalg.vector_norm(model.gradient - expected) < 1e-4 * torch.linalg.vector_norm(expected)
+    assert torch.allclose(model.hessian, model.hessian.T, atol=1e-9)
+    values = torch.linalg.eigvalsh(model.hessian)
+    assert float(values.min()) > -1e-9 * float(values.max())
+
+
+def test_silhouette_hessian_predicts_the_loss_of_a_small_step(scene):
+    """Without the photo-edge term the loss is the silhouette's sum of squares plus the prior: the
+    quadratic model predicts a small Gauss-Newton step's fall (the visibility barely changes)."""
+    problem, lighting, _, _ = scene
+    config = RefineConfig(weight_edges=0.0)
+    params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
+    view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, 1.5,
+                     sdf=signed_distance(problem.mask))
+    model = pose._linearise(params, problem, view, lighting, config, "analytic", 1.5)
+    step = -torch.linalg.solve(model.hessian + 1e-6 * torch.eye(7, dtype=torch.float64), model.gradient) * 0.05
+    predicted = model.loss + float(model.gradient @ step + 0.5 * step @ model.hessian @ step)
+    with torch.no_grad():
+        for p, d in zip(params.parameters(), torch.split(step, [3, 2, 1, 1]), strict=True):
+            p.add_(d.to(p.dtype).view_as(p))
+    after = pose._linearise(params, problem, view, lighting, config, "analytic", 1.5).loss
+    assert after < model.loss
+    assert abs(after - predicted) < 0.1 * (model.loss - predicted)
+
+
+def test_lm_stages_find_the_pose_in_fewer_renders_than_adam(scene):
+    problem, lighting, true_rotation, true_translation = scene
+    stages = ((64, "analytic", 1.5, 25), (96, "analytic", 0.0, 25))
+    outcomes = {name: pose.refine_pose(problem, lighting, RefineConfig(stages=stages, large_stage=None,
+                                                                       stage_optimizers=(name,)))
+                for name in ("adam", "lm")}
+    def errors(outcome):
+        turn = torch.arccos(((outcome.rotation @ true_rotation.T).trace() - 1).clamp(-2, 2) / 2)
+        return float(torch.linalg.vector_norm(outcome.translation - true_translation)), float(torch.rad2deg(turn))
+
+    start = errors(pose.PoseOutcome(problem.rotation, problem.translation, 0, 0, 0, 0, 0, False, 0.0))
+    lm, adam = errors(outcomes["lm"]), errors(outcomes["adam"])
+    assert outcomes["lm"].loss_after < outcomes["lm"].loss_before
+    assert lm[0] < 0.3 * start[0] and lm[1] < 0.7 * start[1]          # 0.52 m and 3.4 deg off at the start
+    assert lm[0] < 1.2 * adam[0] + 0.01 and lm[1] < adam[1] + 0.3     # as close as Adam gets ...
+    assert outcomes["lm"].loss_after <= outcomes["adam"].loss_after * 1.02
+    assert outcomes["lm"].iterations < 0.6 * outcomes["adam"].iterations   # ... in far fewer renders
+
+
+def test_lm_needs_the_silhouette_terms(scene):
+    problem, lighting, _, _ = scene
+    config = RefineConfig(losses="both", stages=((64, "analytic", 1.5, 3),), large_stage=None,
+                          stage_optimizers=("lm",))
+    with pytest.raises(NmrlightError, match="lm optimiser"):
+        pose.refine_pose(problem, lighting, config)
+    with pytest.raises(NmrlightError, match="optimizer must be one of"):
+        pose.refine_pose(problem, lighting, RefineConfig(stage_optimizers=("newton",)))
+    with pytest.raises(NmrlightError, match="CPU only"):
+        pose.refine_pose(problem, lighting, RefineConfig(optimizer="lm", device="cuda"))
+    assert pose.stage_optimizer(RefineConfig(device="cuda"), 0, "analytic") == "adam"
+    assert pose.stage_optimizer(RefineConfig(), 0, "analytic") == "lm"
+    assert pose.stage_optimizer(RefineConfig(losses="both"), 0, "analytic") == "adam"
+
+
+def test_batched_crossing_fractions_are_the_renders_weights():
+    """The blend weights `render` used are `blend_weights` of the edges' end points, also when several
+    poses' end points are evaluated at once (the batch the Jacobian is taken from)."""
+    from nmrlight.raster.antialias import blend_weights
+
+    camera = Camera.from_intrinsics(120.0, 120.0, 32.0, 24.0, 64, 48)
+    mesh = make_car("sedan", 0, target_faces=800).mesh
+    car = MeshObject(torch.tensor(mesh.object_vertices(), dtype=torch.float32), torch.tensor(mesh.faces),
+                     so3_exp(torch.tensor([0.0, 0.7, 3.1])), torch.tensor([0.0, 0.5, 12.0]))
+    out = render(Scene([car]), camera, None, outputs={"object_alpha"}, alpha_objects=1)
+    geometry = out.blend.geometry
+    uv = out.screen.uv
+    assert torch.equal(blend_weights(uv[geometry.a], uv[geometry.b], geometry), out.blend.weight)
+    stacked = torch.stack([uv, uv + 0.25])
+    batched = blend_weights(stacked[:, geometry.a], stacked[:, geometry.b], geometry)
+    assert torch.equal(batched[0], out.blend.weight)
+    assert np.isfinite(batched.numpy()).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--optimizer", "newton"], "--optimizer must be one of auto, adam, lbfgs, lm, got 'newton'"),
+    (["--optimizer", "lm", "--losses", "both"], "--optimizer lm takes --losses silhouette"),
+    (["--optimizer", "lm", "--device", "cuda"], "--optimizer lm runs on the CPU only"),
+])
+def test_the_cli_names_a_bad_optimizer(tmp_path, monkeypatch, capsys, args, message):
+    import sys
+
+    from nmrlight.cli import main
+
+    predictions = tmp_path / "p.csv"
+    predictions.write_text("ImageId,PredictionString\n")
+    monkeypatch.setattr(sys, "argv", ["nmrlight", "refine", str(tmp_path), "-p", str(predictions), "--out",
+                                      str(tmp_path / "out"), *args])
+    with pytest.raises(SystemExit) as info:
+        main()
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
