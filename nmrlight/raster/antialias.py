@@ -81,12 +81,39 @@ class EdgeBlend:
     def apply(self, values: torch.Tensor) -> torch.Tensor:
         """Blend a stack of per-pixel values (C, H*W): value[target] += w (value[source] - value[target]).
 
-        Works in place (no full-frame copy): pass a tensor this render created itself.
+        Works in place (no full-frame copy): pass a tensor this render created itself. The backward
+        pass scatters into the incoming gradient instead of building full-frame zero tensors for
+        each gather (`_Blend`).
         """
         if len(self.target) == 0:
             return values
-        delta = self.weight * (values[:, self.source] - values[:, self.target])
-        return values.index_add_(1, self.target, delta)
+        return _Blend.apply(values, self.weight, self.source, self.target)
+
+
+class _Blend(torch.autograd.Function):
+    """out = values; out[:, target] += w (values[:, source] - values[:, target]) (in place).
+
+    Backward: d/d values = grad + scatter_source(w g_t) - scatter_target(w g_t), with g_t = grad[:, target];
+    d/d w = sum over channels of g_t (values[:, source] - values[:, target])."""
+
+    @staticmethod
+    def forward(ctx, values, weight, source, target):
+        difference = values[:, source] - values[:, target]
+        ctx.save_for_backward(weight, source, target, difference)
+        ctx.mark_dirty(values)
+        return values.index_add_(1, target, weight * difference)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, source, target, difference = ctx.saved_tensors
+        at_target = grad[:, target]
+        grad_values = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            moved = weight * at_target
+            grad_values = grad.index_add(1, source, moved).index_add_(1, target, -moved)
+        if ctx.needs_input_grad[1]:
+            grad_weight = (at_target * difference).sum(0)
+        return grad_values, grad_weight, None, None
 
 
 def silhouette_edges(mesh: ScreenMesh, adjacency: torch.Tensor, backend: str = "auto") -> EdgeList:
