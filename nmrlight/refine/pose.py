@@ -36,7 +36,7 @@ from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss
 from nmrlight.refine.optimisers import OPTIMIZERS, adam_stage, lbfgs_stage, lm_stage
 from nmrlight.refine.shading import material_grayscale_loss, material_objects
 from nmrlight.refine.window import Box, View, gaussian_blur, grown_mask, make_view, mask_box, signed_distance
-from nmrlight.render import FixedLayer, fixed_layer, render
+from nmrlight.render import FixedLayer, RenderOutput, fixed_layer, render
 from nmrlight.rotations import so3_exp, so3_log
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
@@ -177,7 +177,7 @@ def prior_hessian(params: PoseParams, config: RefineConfig) -> torch.Tensor:
 
 
 def _render_car(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
-                edges: str, sigma: float):
+                edges: str, sigma: float) -> RenderOutput:
     """The car at its current pose over the window's other cars (its silhouette first)."""
     car = MeshObject(problem.vertices, problem.faces, params.rotation(), params.translation())
     use_gray = config.losses in ("grayscale", "both")
@@ -203,7 +203,7 @@ def _evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     return _car_loss(params, view, config, out, out.object_alpha[0])
 
 
-def _car_loss(params: PoseParams, view: View, config: RefineConfig, out, alpha: torch.Tensor
+def _car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOutput, alpha: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of a render whose car silhouette is `alpha`, its IoU with the mask and the hard silhouette."""
     use_sil = config.losses in ("silhouette", "both")
