@@ -115,23 +115,51 @@ def hidden_score(whole: np.ndarray, mask: np.ndarray, others: np.ndarray, reach:
     return best
 
 
+def occluders(pair: np.ndarray, depths: list[float] | None, min_score: float = 0.3) -> np.ndarray:
+    """(cars, masks) bool: may mask k be a car in front of car i?
+
+    Yes when the car that fits mask k best (by `pair_score`) is nearer than car i, or when no car fits
+    it (score below `min_score`: a car the detector missed, at any depth). No when car i itself or a
+    farther car fits it best: a car cannot be hidden behind its own mask or behind a farther car's,
+    which is what lets a fully visible near car pass as "mostly hidden" behind its own mask and take
+    a small mask of a farther neighbour. Without `depths`: every mask may hide every car.
+    """
+    cars, masks = pair.shape
+    if depths is None or cars == 0:
+        return np.ones((cars, masks), bool)
+    best = np.argmax(pair, axis=0) if masks else np.zeros(0, int)
+    unclaimed = pair.max(axis=0) < min_score if masks else np.zeros(0, bool)
+    z = np.asarray(depths, float)
+    return unclaimed[None, :] | (z[best][None, :] < z[:, None])
+
+
 def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5,
-                 slack: float = 0.0, whole: list[np.ndarray] | None = None) -> np.ndarray:
+                 slack: float = 0.0, whole: list[np.ndarray] | None = None,
+                 depths: list[float] | None = None, min_score: float = 0.3) -> np.ndarray:
     """(cars, masks) matrix of `pair_score`s.
 
     With `whole` (each car rendered alone, unoccluded), a pair also gets its `hidden_score`: for a
     partly hidden car whose rendered visible part says little, when the detector's depth error puts
     it behind the wrong neighbour, or the car that hides it was missed by the detector (its mask is
-    there, its render is not).
+    there, its render is not). The masks that may hide a car are its `occluders` (by `depths`, the
+    cars' camera depths).
     """
-    scores = np.zeros((len(silhouettes), len(masks)))
-    count = np.sum(masks, axis=0, dtype=np.int32) if masks and whole is not None else None
+    pair = np.zeros((len(silhouettes), len(masks)))
     for i, sil in enumerate(silhouettes):
+        if sil.any():
+            for j, mask in enumerate(masks):
+                pair[i, j] = pair_score(sil, mask, reach, slack)
+    if whole is None or not masks:
+        return pair
+    scores = pair.copy()
+    may_hide = occluders(pair, depths, min_score)
+    stack = np.asarray(masks)
+    for i in range(len(silhouettes)):
+        count = np.sum(stack[may_hide[i]], axis=0, dtype=np.int32) if may_hide[i].any() \
+            else np.zeros(masks[0].shape, np.int32)
         for j, mask in enumerate(masks):
-            value = pair_score(sil, mask, reach, slack) if sil.any() else 0.0
-            if count is not None:
-                value = max(value, hidden_score(whole[i], mask, (count - mask) > 0, reach, slack))
-            scores[i, j] = value
+            others = (count - (mask if may_hide[i, j] else 0)) > 0
+            scores[i, j] = max(pair[i, j], hidden_score(whole[i], mask, others, reach, slack))
     return scores
 
 
@@ -157,7 +185,8 @@ def match(scores: np.ndarray, mask_scores: list[float] | None = None, min_score:
 
 def associate(silhouettes: list[np.ndarray], masks: list[np.ndarray], mask_scores: list[float] | None = None,
               min_score: float = 0.3, reach: float = 0.5, slack: float = 0.0,
-              whole: list[np.ndarray] | None = None) -> tuple[list[Match], np.ndarray]:
+              whole: list[np.ndarray] | None = None, depths: list[float] | None = None
+              ) -> tuple[list[Match], np.ndarray]:
     """Match each car's visible silhouette to at most one mask; returns the matches and the score matrix."""
-    scores = score_matrix(silhouettes, masks, reach, slack, whole)
+    scores = score_matrix(silhouettes, masks, reach, slack, whole, depths, min_score)
     return match(scores, mask_scores, min_score), scores
