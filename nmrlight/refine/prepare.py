@@ -154,7 +154,7 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     masks = [m for _, m in decoded]
     silhouettes, scale = visible_silhouettes(state, camera, config.association_size)
     whole = whole_silhouettes(state, camera, scale)
-    small = [_downsampled(m, silhouettes[0].shape) for m in masks] if silhouettes else []
+    small = [downsampled_mask(m, silhouettes[0].shape) for m in masks] if silhouettes else []
     slack = config.association_slack * camera.fx * scale  # the detector's lateral error, in pixels
     matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score,
                            slack=slack, whole=whole, depths=[float(c.translation[2]) for c in state])
@@ -180,7 +180,7 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     return ImageMasks(labels, dont_care, summary, warnings)
 
 
-def _downsampled(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def downsampled_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """`mask` on the association frame: pixels at least half covered; a mask smaller than that (a
     sliver of a far, mostly hidden car) keeps every pixel it touches rather than vanishing."""
     cover = _resample(mask.astype(np.float32), *shape).numpy()
