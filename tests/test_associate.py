@@ -98,6 +98,10 @@ def test_only_masks_of_nearer_or_missed_cars_may_hide_a_car():
     assert hide[1].tolist() == [True, False, True]
     # without depths every mask may hide every car (the score as before depths were used)
     assert occluders(pair, None).all()
+    # a car the render already shows partly hidden (60 % of it): any mask may hide it, its own best
+    # fit included (which mask is its own is unreliable there); a car shown whole keeps the rule
+    hide = occluders(pair, [10.0, 30.0], min_score=0.3, shown=[1.0, 0.6])
+    assert hide[0].tolist() == [False, False, True] and hide[1].all()
 
 
 def test_two_overlapping_cars_keep_their_own_masks():

@@ -115,22 +115,31 @@ def hidden_score(whole: np.ndarray, mask: np.ndarray, others: np.ndarray, reach:
     return best
 
 
-def occluders(pair: np.ndarray, depths: list[float] | None, min_score: float = 0.3) -> np.ndarray:
+FULLY_SHOWN = 0.9  # a car whose render shows this share of its silhouette has nothing in front of it
+
+
+def occluders(pair: np.ndarray, depths: list[float] | None, min_score: float = 0.3,
+              shown: list[float] | None = None) -> np.ndarray:
     """(cars, masks) bool: may mask k be a car in front of car i?
 
-    Yes when the car that fits mask k best (by `pair_score`) is nearer than car i, or when no car fits
-    it (score below `min_score`: a car the detector missed, at any depth). No when car i itself or a
-    farther car fits it best: a car cannot be hidden behind its own mask or behind a farther car's,
-    which is what lets a fully visible near car pass as "mostly hidden" behind its own mask and take
-    a small mask of a farther neighbour. Without `depths`: every mask may hide every car.
+    For a car the render shows whole (`shown`, the visible share of its silhouette, at least
+    FULLY_SHOWN): only when the car that fits mask k best (by `pair_score`) is nearer than car i, or
+    when no car fits it (score below `min_score`: a car the detector missed, at any depth). Not
+    behind the mask it fits best itself nor behind a farther car's: that is what let a fully visible
+    near car pass as "mostly hidden behind its own mask" and take the small visible sliver of a
+    farther neighbour. For a car the render already shows partly hidden, every mask may hide it:
+    there the best fit is unreliable (its visible part depends on the detector's depth order).
+    Without `depths`: every mask may hide every car.
     """
     cars, masks = pair.shape
-    if depths is None or cars == 0:
+    if depths is None or cars == 0 or masks == 0:
         return np.ones((cars, masks), bool)
-    best = np.argmax(pair, axis=0) if masks else np.zeros(0, int)
-    unclaimed = pair.max(axis=0) < min_score if masks else np.zeros(0, bool)
+    best = np.argmax(pair, axis=0)
+    unclaimed = pair.max(axis=0) < min_score
     z = np.asarray(depths, float)
-    return unclaimed[None, :] | (z[best][None, :] < z[:, None])
+    restricted = unclaimed[None, :] | (z[best][None, :] < z[:, None])
+    whole = np.ones(cars, bool) if shown is None else np.asarray(shown, float) >= FULLY_SHOWN
+    return np.where(whole[:, None], restricted, True)
 
 
 def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5,
@@ -152,7 +161,8 @@ def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: 
     if whole is None or not masks:
         return pair
     scores = pair.copy()
-    may_hide = occluders(pair, depths, min_score)
+    shown = [float(sil.sum()) / max(float(w.sum()), 1.0) for sil, w in zip(silhouettes, whole, strict=True)]
+    may_hide = occluders(pair, depths, min_score, shown)
     stack = np.asarray(masks)
     for i in range(len(silhouettes)):
         count = np.sum(stack[may_hide[i]], axis=0, dtype=np.int32) if may_hide[i].any() \

@@ -140,3 +140,5 @@ class RefineConfig:
     # proportionally less when less is (the sliver of a mostly hidden car is fitted as well by a
     # smaller, farther car); None: no wall
     depth_wall: float | None = None
+    # --- association of unordered masks (issue 10; nmrlight.refine.associate, docs/inputs.md) ---
+    association_depth_order: bool = True  # a car shown whole is hidden only by nearer cars' masks (occluders)

@@ -157,7 +157,8 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     small = [downsampled_mask(m, silhouettes[0].shape) for m in masks] if silhouettes else []
     slack = config.association_slack * camera.fx * scale  # the detector's lateral error, in pixels
     matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score,
-                           slack=slack, whole=whole, depths=[float(c.translation[2]) for c in state])
+                           slack=slack, whole=whole,
+                           depths=[float(c.translation[2]) for c in state] if config.association_depth_order else None)
     taken = set()
     for car, found in sorted(zip(state, matches, strict=True), key=lambda p: -float(p[0].translation[2])):
         if found.mask is None:
