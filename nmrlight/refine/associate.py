@@ -11,7 +11,10 @@ its box centre lies on the mask's) damped by how far it had to be shifted, relat
 A detector's lateral error is a constant few pixels, a lot for a small far car, and its ~7 % depth
 error changes the silhouette's size, so the plain IoU of a far car and its own mask can be near zero;
 the aligned IoU keeps the shape and size evidence, the damping keeps a car from taking a mask of a
-similar car one lane over. The mask's own score breaks ties.
+similar car one lane over. The mask's own score breaks ties. A partly hidden car also gets a *hidden*
+score (`hidden_score`): its whole silhouette placed so the mask is its visible part, the rest covered
+by the masks that may hide it (`occluders`: for a car the render shows whole, only nearer cars' and
+missed cars' masks).
 """
 
 from __future__ import annotations

@@ -182,7 +182,7 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
 
 
 def downsampled_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """`mask` on the association frame: pixels at least half covered; a mask smaller than that (a
+    """`mask` on the association frame: pixels more than half covered; a mask smaller than that (a
     sliver of a far, mostly hidden car) keeps every pixel it touches rather than vanishing."""
     cover = _resample(mask.astype(np.float32), *shape).numpy()
     small = cover > 0.5
