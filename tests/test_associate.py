@@ -19,9 +19,9 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.images import write_image
 from nmrlight.io.poses import CarPose
 from nmrlight.procedural import car_for_model, write_models
-from nmrlight.refine.associate import associate, hidden_score, match, pair_score
+from nmrlight.refine.associate import associate, hidden_score, match, occluders, pair_score
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.prepare import attach_masks, image_masks, pose_cars
+from nmrlight.refine.prepare import attach_masks, downsampled_mask, image_masks, pose_cars
 from nmrlight.render import render
 from nmrlight.rotations import kaggle_to_matrix
 from nmrlight.scene import MeshObject, Scene
@@ -86,6 +86,50 @@ def test_matching_is_global_and_respects_the_minimum_and_the_tie_break():
     # more cars than masks, no masks at all
     assert [m.mask for m in match(np.array([[0.5], [0.7]]))] == [None, 0]
     assert [m.mask for m in match(np.zeros((2, 0)))] == [None, None]
+
+
+def test_only_masks_of_nearer_or_missed_cars_may_hide_a_car():
+    # columns: mask 0 fits car 0 (10 m) best, mask 1 car 1 (30 m), mask 2 nobody (a missed car)
+    pair = np.array([[0.8, 0.1, 0.05], [0.4, 0.7, 0.1]])
+    hide = occluders(pair, [10.0, 30.0], min_score=0.3)
+    # the near car: not behind its own mask nor the farther car's; maybe behind the missed car
+    assert hide[0].tolist() == [False, False, True]
+    # the far car: behind the near car's mask or the missed car's; not behind its own
+    assert hide[1].tolist() == [True, False, True]
+    # without depths every mask may hide every car (the score as before depths were used)
+    assert occluders(pair, None).all()
+    # a car the render already shows partly hidden (60 % of it): any mask may hide it, its own best
+    # fit included (which mask is its own is unreliable there); a car shown whole keeps the rule
+    hide = occluders(pair, [10.0, 30.0], min_score=0.3, shown=[1.0, 0.6])
+    assert hide[0].tolist() == [False, False, True] and hide[1].all()
+
+
+def test_two_overlapping_cars_keep_their_own_masks():
+    """A near car in front of a farther one of the same size: the detector put the near car 11 px
+    right of where it is, so the render shows the far car's left edge while the photograph shows its
+    right edge. The near car renders fully visible, so it cannot be "mostly hidden behind" its own
+    mask: without depths its hidden score on the far car's sliver is as high as on its own mask and
+    the two swap; with depths each keeps its own."""
+    shape = (60, 140)
+    whole_near, whole_far = _rect(shape, 59, 20, 79, 36), _rect(shape, 52, 20, 72, 36)
+    visible = [whole_near, whole_far & ~whole_near]
+    masks = [_rect(shape, 48, 20, 68, 36), _rect(shape, 68, 20, 72, 36)]   # near car's, far car's sliver
+    matches, scores = associate(visible, masks, slack=21.0, whole=[whole_near, whole_far], depths=[57.0, 68.0])
+    assert [m.mask for m in matches] == [0, 1]
+    assert scores[0, 1] < 0.3 < scores[0, 0]
+    swapped, old = associate(visible, masks, slack=21.0, whole=[whole_near, whole_far])
+    assert [m.mask for m in swapped] == [1, 0] and old[0, 1] > old[0, 0]
+
+
+def test_a_mask_too_small_for_the_association_frame_does_not_vanish():
+    full = np.zeros((200, 300), bool)
+    full[100, 150:154] = True                 # a 4 x 1 sliver; 0.3 of an association pixel at scale 0.25
+    small = downsampled_mask(full, (50, 75))
+    assert small.any() and set(np.argwhere(small)[:, 0]) == {25} and set(np.argwhere(small)[:, 1]) <= {37, 38}
+    # a larger mask keeps the pixels it covers more than half: x 40-82 and y 40-62 cover cells 10-19
+    # and 10-14 fully, cells 20 and 15 only half
+    big = _rect((200, 300), 40, 40, 82, 62)
+    assert (downsampled_mask(big, (50, 75)) == _rect((50, 75), 10, 10, 20, 15)).all()
 
 
 MODELS = (2, 17, 50)

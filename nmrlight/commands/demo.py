@@ -92,8 +92,10 @@ def register(app: typer.Typer) -> None:
             rows = summarise(data_dir, "submission", refined_dir)
             whole = rows[-1]
             if whole["association"] is not None:
+                bands = ", ".join(f"{r['band']}: {round(r['association'] * r['cars_with_mask'])} of "
+                                  f"{r['cars_with_mask']}" for r in rows[:-1] if r["association"] is not None)
                 console.print(f"association: {100 * whole['association']:.1f} % of the {whole['cars_with_mask']} "
-                              f"detected cars with a segmenter mask got their own mask")
+                              f"detected cars with a segmenter mask got their own mask ({bands})")
             if whole["exact_model"] is not None:
                 console.print(f"mesh choice: the true model for {100 * whole['exact_model']:.0f} % of the "
                               f"{whole['cars_chosen']} cars that chose")

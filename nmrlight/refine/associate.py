@@ -11,7 +11,10 @@ its box centre lies on the mask's) damped by how far it had to be shifted, relat
 A detector's lateral error is a constant few pixels, a lot for a small far car, and its ~7 % depth
 error changes the silhouette's size, so the plain IoU of a far car and its own mask can be near zero;
 the aligned IoU keeps the shape and size evidence, the damping keeps a car from taking a mask of a
-similar car one lane over. The mask's own score breaks ties.
+similar car one lane over. The mask's own score breaks ties. A partly hidden car also gets a *hidden*
+score (`hidden_score`): its whole silhouette placed so the mask is its visible part, the rest covered
+by the masks that may hide it (`occluders`: for a car the render shows whole, only nearer cars' and
+missed cars' masks).
 """
 
 from __future__ import annotations
@@ -115,23 +118,61 @@ def hidden_score(whole: np.ndarray, mask: np.ndarray, others: np.ndarray, reach:
     return best
 
 
+FULLY_SHOWN = 0.9  # a car whose render shows this share of its silhouette has nothing in front of it
+
+
+def occluders(pair: np.ndarray, depths: list[float] | None, min_score: float = 0.3,
+              shown: list[float] | None = None) -> np.ndarray:
+    """(cars, masks) bool: may mask k be a car in front of car i?
+
+    For a car the render shows whole (`shown`, the visible share of its silhouette, at least
+    FULLY_SHOWN): only when the car that fits mask k best (by `pair_score`) is nearer than car i, or
+    when no car fits it (score below `min_score`: a car the detector missed, at any depth). Not
+    behind the mask it fits best itself nor behind a farther car's: that is what let a fully visible
+    near car pass as "mostly hidden behind its own mask" and take the small visible sliver of a
+    farther neighbour. For a car the render already shows partly hidden, every mask may hide it:
+    there the best fit is unreliable (its visible part depends on the detector's depth order).
+    Without `depths`: every mask may hide every car.
+    """
+    cars, masks = pair.shape
+    if depths is None or cars == 0 or masks == 0:
+        return np.ones((cars, masks), bool)
+    best = np.argmax(pair, axis=0)
+    unclaimed = pair.max(axis=0) < min_score
+    z = np.asarray(depths, float)
+    restricted = unclaimed[None, :] | (z[best][None, :] < z[:, None])
+    whole = np.ones(cars, bool) if shown is None else np.asarray(shown, float) >= FULLY_SHOWN
+    return np.where(whole[:, None], restricted, True)
+
+
 def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: float = 0.5,
-                 slack: float = 0.0, whole: list[np.ndarray] | None = None) -> np.ndarray:
+                 slack: float = 0.0, whole: list[np.ndarray] | None = None,
+                 depths: list[float] | None = None, min_score: float = 0.3) -> np.ndarray:
     """(cars, masks) matrix of `pair_score`s.
 
     With `whole` (each car rendered alone, unoccluded), a pair also gets its `hidden_score`: for a
     partly hidden car whose rendered visible part says little, when the detector's depth error puts
     it behind the wrong neighbour, or the car that hides it was missed by the detector (its mask is
-    there, its render is not).
+    there, its render is not). The masks that may hide a car are its `occluders` (by `depths`, the
+    cars' camera depths).
     """
-    scores = np.zeros((len(silhouettes), len(masks)))
-    count = np.sum(masks, axis=0, dtype=np.int32) if masks and whole is not None else None
+    pair = np.zeros((len(silhouettes), len(masks)))
     for i, sil in enumerate(silhouettes):
+        if sil.any():
+            for j, mask in enumerate(masks):
+                pair[i, j] = pair_score(sil, mask, reach, slack)
+    if whole is None or not masks:
+        return pair
+    scores = pair.copy()
+    shown = [float(sil.sum()) / max(float(w.sum()), 1.0) for sil, w in zip(silhouettes, whole, strict=True)]
+    may_hide = occluders(pair, depths, min_score, shown)
+    stack = np.asarray(masks)
+    for i in range(len(silhouettes)):
+        count = np.sum(stack[may_hide[i]], axis=0, dtype=np.int32) if may_hide[i].any() \
+            else np.zeros(masks[0].shape, np.int32)
         for j, mask in enumerate(masks):
-            value = pair_score(sil, mask, reach, slack) if sil.any() else 0.0
-            if count is not None:
-                value = max(value, hidden_score(whole[i], mask, (count - mask) > 0, reach, slack))
-            scores[i, j] = value
+            others = (count - (mask if may_hide[i, j] else 0)) > 0
+            scores[i, j] = max(pair[i, j], hidden_score(whole[i], mask, others, reach, slack))
     return scores
 
 
@@ -157,7 +198,8 @@ def match(scores: np.ndarray, mask_scores: list[float] | None = None, min_score:
 
 def associate(silhouettes: list[np.ndarray], masks: list[np.ndarray], mask_scores: list[float] | None = None,
               min_score: float = 0.3, reach: float = 0.5, slack: float = 0.0,
-              whole: list[np.ndarray] | None = None) -> tuple[list[Match], np.ndarray]:
+              whole: list[np.ndarray] | None = None, depths: list[float] | None = None
+              ) -> tuple[list[Match], np.ndarray]:
     """Match each car's visible silhouette to at most one mask; returns the matches and the score matrix."""
-    scores = score_matrix(silhouettes, masks, reach, slack, whole)
+    scores = score_matrix(silhouettes, masks, reach, slack, whole, depths, min_score)
     return match(scores, mask_scores, min_score), scores

@@ -87,7 +87,7 @@ class RefineConfig:
     coco_images: str | None = None       # COCO file whose `images` resolve a results file's image_ids
     model: int | None = None             # force this mesh (model id) for every car
     association_min_score: float = 0.3  # pairs (car, mask) scoring below this are never matched
-    association_size: int = 1024         # longer side (pixels) of the frame the association renders
+    association_size: int = 2048         # longer side (pixels) of the frame the association renders
     association_slack: float = 0.03      # lateral error forgiven without damping, fraction of the focal length
     mesh_candidates: int = 3             # meshes refined per car without a model id (best loss wins)
     mesh_shortlist_size: int = 64        # window size (render pixels) of the mesh shortlist
@@ -148,3 +148,5 @@ class RefineConfig:
     stage_optimizers: tuple[str, ...] | None = None
     lm_tolerance: float = 1e-3           # an LM stage stops when a kept step gains less than this, relative
     lm_damping: float = 1.0              # LM's initial lambda (relative to the Hessian's diagonal)
+    # --- association of unordered masks (issue 10; nmrlight.refine.associate, docs/inputs.md) ---
+    association_depth_order: bool = True  # a car shown whole is hidden only by nearer cars' masks (occluders)

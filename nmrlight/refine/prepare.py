@@ -154,11 +154,11 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     masks = [m for _, m in decoded]
     silhouettes, scale = visible_silhouettes(state, camera, config.association_size)
     whole = whole_silhouettes(state, camera, scale)
-    small = [_resample(m.astype(np.float32), *silhouettes[0].shape).numpy() > 0.5 for m in masks] \
-        if silhouettes else []
+    small = [downsampled_mask(m, silhouettes[0].shape) for m in masks] if silhouettes else []
     slack = config.association_slack * camera.fx * scale  # the detector's lateral error, in pixels
     matches, _ = associate(silhouettes, small, [i.score for i, _ in decoded], config.association_min_score,
-                           slack=slack, whole=whole)
+                           slack=slack, whole=whole,
+                           depths=[float(c.translation[2]) for c in state] if config.association_depth_order else None)
     taken = set()
     for car, found in sorted(zip(state, matches, strict=True), key=lambda p: -float(p[0].translation[2])):
         if found.mask is None:
@@ -179,6 +179,14 @@ def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[i
     summary.update({"matched": len(taken), "unmatched": [decoded[j][0].entry for j in unmatched],
                     "association_scale": round(scale, 4), "associated": True})
     return ImageMasks(labels, dont_care, summary, warnings)
+
+
+def downsampled_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """`mask` on the association frame: pixels more than half covered; a mask smaller than that (a
+    sliver of a far, mostly hidden car) keeps every pixel it touches rather than vanishing."""
+    cover = _resample(mask.astype(np.float32), *shape).numpy()
+    small = cover > 0.5
+    return small if small.any() else cover > 0
 
 
 def visible_silhouettes(state: list[_Car], camera: Camera, size: int) -> tuple[list[np.ndarray], float]:
