@@ -32,8 +32,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", help="Worker processes."),
         input_path: str = typer.Option("coco", "--input", help="coco: submission file + COCO results masks "
                                        "(association, mesh choice); labels: train format + label masks."),
-        mesh_candidates: int = typer.Option(2, "--mesh-candidates", min=1,
-                                            help="Meshes refined per car (coco input; see nmrlight refine)."),
+        mesh_candidates: int = typer.Option(8, "--mesh-candidates", min=1,
+                                            help="Meshes refined per car (coco input; see nmrlight refine). "
+                                            "The demo's catalogue has 8: every mesh is tried."),
     ) -> None:
         """Synthesise a small data set, refine it with learned lighting, print before/after metrics."""
         from rich.console import Console
