@@ -228,9 +228,9 @@ def test_lighting_eval_command(tmp_path) -> None:
     out = tmp_path / "rows.csv"
     result = runner.invoke(app, ["lighting-eval", str(tmp_path / "data"), "--synth", "2", "--seed", "3",
                                  "--scale", "0.25", "--cars", "1,2", "--out", str(out),
-                                 "--model", "classes, Cauchy, agreement (default)"])
+                                 "--model", "pixel classes, paint only, pixel weights (default)"])
     assert result.exit_code == 0, result.output
-    assert "| classes, Cauchy, agreement (default) | 1 |" in result.output
+    assert "| pixel classes, paint only, pixel weights (default) | 1 |" in result.output
     rows = out.read_text().splitlines()
     assert rows[0].startswith("image_id,model,cars,cars_used,direction_error_deg")
     assert len(rows) >= 3
