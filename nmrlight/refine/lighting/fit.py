@@ -88,6 +88,7 @@ class FitOptions:
     reclassify: float = 0.75     # pixels darker than this x their car's body albedo (photo / shading) join
                                  # the dark classes, lighter ones the body (0: geometric classes only)
     reclassify_rounds: int = 2
+    paint_quantile: float = 0.75  # a car's paint: this quantile of its body pixels' photo / shading
     car_power: float = 1.0       # a car's total weight is (its pixels, at most max_pixels) ** car_power
     other_weight: float = 0.0    # weight of glass and dark pixels relative to body paint (they follow Lambert
                                  # least: glass mirrors the sky, tyres are near black)
@@ -101,7 +102,8 @@ class FitOptions:
                                 f"got {self.robust!r}")
         for name, value, low, high in (("reclassify", self.reclassify, 0.0, 1.0),
                                        ("other_weight", self.other_weight, 0.0, 1.0),
-                                       ("car_power", self.car_power, 0.0, 1.0)):
+                                       ("car_power", self.car_power, 0.0, 1.0),
+                                       ("paint_quantile", self.paint_quantile, 0.0, 1.0)):
             if not low <= value <= high:
                 raise NmrlightError(f"lighting {name} must be within [{low}, {high}], got {value!r}")
 
@@ -251,16 +253,20 @@ def _residuals(p: _Problem, la: float, d: torch.Tensor) -> tuple[torch.Tensor, t
     return p.values - _albedos(p, s, p.base)[p.group] * s, s
 
 
-def _reclassify(p: _Problem, geometric: torch.Tensor, la: float, d: torch.Tensor, robust: torch.Tensor,
-                threshold: float) -> _Problem:
+def _reclassify(p: _Problem, geometric: torch.Tensor, la: float, d: torch.Tensor, threshold: float,
+                quantile: float) -> _Problem:
     """Material classes from the pixels themselves, given a light: a pixel whose albedo (photo / shading)
-    is below `threshold` x its car's body albedo is dark (glass if the geometry said glass, else dark),
-    one above it is body. The geometric classes miss part of the windows and tyres and call pillars
-    glass; the ratio tells paint from glass and rubber once the light is roughly right."""
+    is below `threshold` x its car's paint is dark (glass if the geometry said glass, else dark), one
+    above it is body. The paint is the `quantile` of the albedos of the car's geometric body pixels (an
+    upper quantile: a cast shadow may cover half the car, missed windows darken the rest). The
+    geometric classes miss part of the windows and tyres and call pillars glass; the ratio tells paint
+    from glass, rubber and cast shadow once the light is roughly right."""
     s = _shade(p, torch.tensor(la, dtype=torch.float64), d)
-    albedo = _albedos(p, s, p.base * robust).view(p.cars, p.classes)[:, BODY]
     ratio = p.values / s.clamp_min(1e-6)
-    dark = ratio < threshold * albedo[p.car]
+    paint = torch.stack([torch.quantile(ratio[(p.car == k) & (geometric == BODY)], quantile)
+                         if bool(((p.car == k) & (geometric == BODY)).any()) else ratio[p.car == k].median()
+                         for k in range(p.cars)])
+    dark = ratio < threshold * paint[p.car]
     cls = torch.where(dark, torch.where(geometric == BODY, torch.full_like(geometric, DARK), geometric),
                       torch.full_like(geometric, BODY))
     return replace(p, group=p.car * p.classes + cls)
@@ -331,7 +337,7 @@ def fit_lighting(samples: list[LightSample], delta: float = 0.05, steps: int = 2
     if options.reclassify > 0 and p.classes > 1:
         geometric = p.group % p.classes
         for _ in range(options.reclassify_rounds):
-            p = _reclassify(p, geometric, la, d, robust, options.reclassify)
+            p = _reclassify(p, geometric, la, d, options.reclassify, options.paint_quantile)
             la, d, robust = _solve(p, options, start=(la, d))
     if options.agree > 0 and p.cars >= 3:
         bad = _car_disagreement(p, la, d, robust)
@@ -340,7 +346,7 @@ def fit_lighting(samples: list[LightSample], delta: float = 0.05, steps: int = 2
             kept = [k for k, ok in zip(kept, agree.tolist(), strict=True) if ok]
             p = _problem([_thin(samples[k], options.max_pixels) for k in kept], options.materials, options.car_power)
             if options.reclassify > 0 and p.classes > 1:
-                p = _reclassify(p, p.group % p.classes, la, d, torch.ones_like(p.values), options.reclassify)
+                p = _reclassify(p, p.group % p.classes, la, d, options.reclassify, options.paint_quantile)
             la, d, robust = _solve(p, options, start=(la, d))
     residual, s = _residuals(p, la, d)
     w = p.base * robust
