@@ -341,3 +341,14 @@ def test_light_from_rendered_realistic_photographs() -> None:
         errors.append(err_new)
         ambients.append(abs(new.ambient - share))
     assert np.median(errors) < 5.0 and np.median(ambients) < 0.05, (errors, ambients)
+
+
+def test_car_counts_take_all() -> None:
+    import typer
+
+    from nmrlight.commands.lighting_eval import _counts
+
+    assert _counts("8, all,3") == (0, 3, 8)
+    for bad in ("0", "-2,all", "x", ","):
+        with pytest.raises(typer.BadParameter):
+            _counts(bad)

@@ -118,6 +118,10 @@ def truth_in_prediction_order(truth: dict[str, list[CarPose]], predictions: dict
     return out
 
 
+def _order(n: int) -> int:
+    return n if n != ALL else 1 << 30      # "all" last
+
+
 def _label(n: int) -> str:
     return "all" if n == ALL else str(n)
 
@@ -135,7 +139,7 @@ def summary_table(rows: list[LightingRow]) -> str:
     lines = ["| model | cars | photographs | direction error median (deg) | 90th pct (deg) "
              "| ambient share abs. error median | mean (bias) |", "|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r.model for r in rows):
-        for n in sorted({r.cars for r in rows if r.model == model}):
+        for n in sorted({r.cars for r in rows if r.model == model}, key=_order):
             cell = [r for r in rows if r.model == model and r.cars == n]
             lines.append(f"| {model} | {_label(n)} | {_cell(cell)} |")
     return "\n".join(lines)
@@ -150,7 +154,7 @@ def tracking_table(rows: list[LightingRow], model: str) -> str:
     lines = ["| cars | photographs | Spearman(consistency angle, true error) | p | median consistency angle (deg) "
              "| true error where consistent / not (deg) | Spearman(bootstrap sd, true error) |",
              "|---|---|---|---|---|---|---|"]
-    for n in sorted({r.cars for r in rows if r.model == model}):
+    for n in sorted({r.cars for r in rows if r.model == model}, key=_order):
         cell = [r for r in rows if r.model == model and r.cars == n and r.consistency_deg is not None]
         if len(cell) < 4:
             continue
