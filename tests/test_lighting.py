@@ -153,14 +153,19 @@ def test_bootstrap_spread_grows_with_the_noise() -> None:
 
 
 def test_self_consistency_is_small_when_the_cars_agree_and_large_when_not() -> None:
-    rng = np.random.default_rng(4)
-    agree = [_car_sample(rng, index=k) for k in range(4)]
+    from nmrlight.refine.lighting import split_halves
+
+    agree = [_car_sample(np.random.default_rng(40 + k), index=k) for k in range(4)]
+    halves = split_halves(agree)
+    assert sorted(halves[0] + halves[1]) == [0, 1, 2, 3] and not set(halves[0]) & set(halves[1])
+    # the same cars (same normals, hence the same halves), one half lit from elsewhere
     other = (0.35, 0.65, (-0.5, -0.6, -0.6))
-    mixed = [_car_sample(rng, index=k, light=LIGHT if k % 2 else other) for k in range(4)]
+    mixed = [_car_sample(np.random.default_rng(40 + k), index=k, light=other if k in halves[0] else LIGHT)
+             for k in range(4)]
+    assert split_halves(mixed) == halves
     good, bad = consistency(agree), consistency(mixed)
     assert good.angle_deg < 2.0 and good.ambient_gap < 0.03
     assert bad.angle_deg > 20.0
-    assert sorted(good.halves[0] + good.halves[1]) == [0, 1, 2, 3]
     assert consistency(agree[:1]) is None
 
 
