@@ -10,13 +10,22 @@ import typer
 
 
 def _counts(text: str) -> tuple[int, ...]:
-    try:
-        counts = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}", param_hint="--cars") from None
-    if not counts or counts[0] < 1:
-        raise typer.BadParameter(f"car counts must be at least 1, got {text!r}", param_hint="--cars")
-    return counts
+    """'1,3,all' -> (0, 1, 3): 0 stands for all usable cars."""
+    counts = set()
+    for token in (x.strip().lower() for x in text.split(",")):
+        if not token:
+            continue
+        try:
+            n = 0 if token == "all" else int(token)
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated integers or 'all', got {text!r}",
+                                     param_hint="--cars") from None
+        if token != "all" and n < 1:
+            raise typer.BadParameter(f"car counts must be at least 1 (or 'all'), got {text!r}", param_hint="--cars")
+        counts.add(n)
+    if not counts:
+        raise typer.BadParameter(f"no car count in {text!r}", param_hint="--cars")
+    return tuple(sorted(counts))
 
 
 def register(app: typer.Typer) -> None:
@@ -30,7 +39,8 @@ def register(app: typer.Typer) -> None:
         match: bool = typer.Option(False, "--match-predictions", help="The masks follow predictions.csv "
                                    "(a detector with misses, e.g. synth's kaggle preset): use for each "
                                    "prediction the nearest true car of --poses."),
-        cars: str = typer.Option("1,2,3,5,8", "--cars", help="Numbers of cars to fit on, comma separated."),
+        cars: str = typer.Option("1,3,8,all", "--cars", help="Numbers of cars to fit on, comma separated "
+                                 "('all': every usable car of the photograph)."),
         model: list[str] = typer.Option([], "--model", help="Only this lighting model (repeatable); default all."),
         synth: int = typer.Option(0, "--synth", help="First synthesise this many pictures into DATA."),
         seed: int = typer.Option(0, "--seed", help="Seed of --synth."),

@@ -26,7 +26,7 @@ class RefineConfig:
     losses: str = "silhouette"
     lighting: str = "learn"              # learn it from the image, or keep `fixed_lighting`
     fixed_lighting: tuple[float, float, float, float, float] = (0.5, 0.5, 0.0, -1.0, -0.5)  # ambient, directional, d
-    lighting_cars: int = 3               # how many cars (closest with masks first) to fit the lighting on
+    lighting_cars: int = 0               # how many cars (most mask pixels first) to fit the lighting on (0: all)
     device: str = "cpu"
     threads: int | None = None           # torch threads in this process (None: leave as is)
     gif_dir: str | None = None           # write an optimisation GIF per car here when set
@@ -150,3 +150,7 @@ class RefineConfig:
     lm_damping: float = 1.0              # LM's initial lambda (relative to the Hessian's diagonal)
     # --- association of unordered masks (issue 10; nmrlight.refine.associate, docs/inputs.md) ---
     association_depth_order: bool = True  # a car shown whole is hidden only by nearer cars' masks (occluders)
+    # --- lighting fit, continued (docs/lighting.md): material classes from the pixels, body paint only ---
+    lighting_reclassify: float = 0.75    # pixels darker than this x their car's paint (given the light) are glass/dark
+    lighting_other_weight: float = 0.0   # weight of glass and dark pixels in the light's fit (paint: 1)
+    lighting_car_power: float = 1.0      # a car weighs (its pixels, at most 1500) ** this (0: every car the same)

@@ -72,10 +72,10 @@ def _hidden(car: _Car, cars: list[_Car], labels: np.ndarray) -> np.ndarray:
 
 def lighting_samples(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray, config: RefineConfig,
                      limit: int) -> list[LightSample]:
-    """Samples (normals, photo values, material classes) of up to `limit` cars, most mask pixels first."""
+    """Samples (normals, photo values, material classes) of up to `limit` cars (0: all), most mask pixels first."""
     chosen = sorted((c for c in cars if c.status == "refined"), key=lambda c: -int(c.mask.sum()))
     samples = []
-    for car in chosen[:max(1, limit)]:
+    for car in (chosen[:limit] if limit > 0 else chosen):
         view = make_view(camera, car.window, config.lighting_size, crop(photo, car.window), car.mask,
                          _hidden(car, cars, labels), config.erode_pixels)
         others = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
@@ -86,7 +86,9 @@ def lighting_samples(cars: list[_Car], camera, photo: np.ndarray, labels: np.nda
 
 def lighting_options(config: RefineConfig) -> FitOptions:
     return FitOptions(materials=config.lighting_materials, robust=config.lighting_robust, delta=config.huber_delta,
-                      agree=config.lighting_agree, bootstrap=config.lighting_bootstrap)
+                      agree=config.lighting_agree, bootstrap=config.lighting_bootstrap,
+                      reclassify=config.lighting_reclassify, other_weight=config.lighting_other_weight,
+                      car_power=config.lighting_car_power)
 
 
 def fit_samples(samples: list[LightSample], config: RefineConfig, final: bool = True

@@ -23,15 +23,19 @@ from nmrlight.refine.image import fit_samples, lighting_samples
 from nmrlight.refine.lighting.fit import MIN_PIXELS, direction_error_deg, normalise_truth
 from nmrlight.refine.prepare import ImageMasks, attach_masks, pose_cars
 
-# the model before this work (one albedo a car, Huber), then the material classes, the Cauchy
-# reweighting and the agreement of cars added one at a time; the last is the default
-# (the uncertainty and the self-consistency check are computed for the default only: they cost 10 fits)
+# the first model (one albedo a car, Huber), then the geometric material classes, the Cauchy
+# reweighting, the agreement of cars, and the classes from the pixels with paint only and cars
+# weighed by their pixels, added one at a time; the last is the default (the uncertainty and the
+# self-consistency check are computed for the default only: they cost 10 fits)
 _PLAIN = {"lighting_agree": 0.0, "lighting_bootstrap": 0, "lighting_consistency": False}
+_GEOMETRIC = {"lighting_reclassify": 0.0, "lighting_other_weight": 1.0, "lighting_car_power": 0.0}
 MODELS: dict[str, dict] = {
-    "one albedo a car, Huber": {"lighting_materials": "single", "lighting_robust": "huber", **_PLAIN},
-    "classes, Cauchy": {"lighting_materials": "classes", "lighting_robust": "cauchy", **_PLAIN},
-    "classes, Cauchy, agreement (default)": {},
+    "one albedo a car, Huber": {"lighting_materials": "single", "lighting_robust": "huber", **_PLAIN, **_GEOMETRIC},
+    "classes, Cauchy": {"lighting_materials": "classes", "lighting_robust": "cauchy", **_PLAIN, **_GEOMETRIC},
+    "classes, Cauchy, agreement": {"lighting_bootstrap": 0, "lighting_consistency": False, **_GEOMETRIC},
+    "pixel classes, paint only, pixel weights (default)": {},
 }
+ALL = 0   # "all usable cars" in `counts`
 
 
 @dataclass
@@ -40,7 +44,7 @@ class LightingRow:
 
     image_id: str
     model: str
-    cars: int                    # cars asked for
+    cars: int                    # cars asked for (0: all usable)
     cars_used: int               # after the agreement step
     direction_error_deg: float
     ambient_error: float         # fitted l_a - true A / (A + D)
@@ -55,10 +59,10 @@ class LightingRow:
 
 def evaluate_lighting(data: DataFolder, poses: dict[str, list[CarPose]],
                       truth: dict[str, tuple[float, float, tuple[float, float, float]]],
-                      counts: tuple[int, ...] = (1, 2, 3, 5, 8), models: dict[str, dict] | None = None,
+                      counts: tuple[int, ...] = (1, 2, 3, 5, 8, ALL), models: dict[str, dict] | None = None,
                       base: RefineConfig | None = None, progress: Callable[[], None] | None = None
                       ) -> list[LightingRow]:
-    """Fit every model on the first n cars of each photograph of `truth` for each n of `counts`."""
+    """Fit every model on the first n cars of each photograph of `truth` for each n of `counts` (0: all)."""
     base = base or RefineConfig(threads=1)
     models = MODELS if models is None else models
     rows = []
@@ -69,15 +73,15 @@ def evaluate_lighting(data: DataFolder, poses: dict[str, list[CarPose]],
         camera = data.camera(photo.shape[1], photo.shape[0])
         state = pose_cars(data, cars, camera, base)
         attach_masks(state, ImageMasks(labels, None), camera, base)
-        samples = [s for s in lighting_samples(state, camera, photo, labels, base, max(counts))
-                   if len(s) >= MIN_PIXELS]
+        limit = 0 if ALL in counts else max(counts)
+        samples = [s for s in lighting_samples(state, camera, photo, labels, base, limit) if len(s) >= MIN_PIXELS]
         la_true = normalise_truth(light[0], light[1])[0]
         for name, overrides in models.items():
             config = replace(base, **overrides)
             for n in counts:
-                if n > len(samples):
+                if n > len(samples) or not samples:
                     continue
-                fit, used = fit_samples(samples[:n], config)
+                fit, used = fit_samples(samples[:n] if n != ALL else samples, config)
                 if fit is None:
                     continue
                 rows.append(LightingRow(image_id, name, n, len(used), direction_error_deg(fit.direction, light[2]),
@@ -114,6 +118,14 @@ def truth_in_prediction_order(truth: dict[str, list[CarPose]], predictions: dict
     return out
 
 
+def _order(n: int) -> int:
+    return n if n != ALL else 1 << 30      # "all" last
+
+
+def _label(n: int) -> str:
+    return "all" if n == ALL else str(n)
+
+
 def _cell(rows: list[LightingRow]) -> str:
     d = np.array([r.direction_error_deg for r in rows])
     a = np.abs([r.ambient_error for r in rows])
@@ -127,9 +139,9 @@ def summary_table(rows: list[LightingRow]) -> str:
     lines = ["| model | cars | photographs | direction error median (deg) | 90th pct (deg) "
              "| ambient share abs. error median | mean (bias) |", "|---|---|---|---|---|---|---|"]
     for model in dict.fromkeys(r.model for r in rows):
-        for n in sorted({r.cars for r in rows if r.model == model}):
+        for n in sorted({r.cars for r in rows if r.model == model}, key=_order):
             cell = [r for r in rows if r.model == model and r.cars == n]
-            lines.append(f"| {model} | {n} | {_cell(cell)} |")
+            lines.append(f"| {model} | {_label(n)} | {_cell(cell)} |")
     return "\n".join(lines)
 
 
@@ -142,7 +154,7 @@ def tracking_table(rows: list[LightingRow], model: str) -> str:
     lines = ["| cars | photographs | Spearman(consistency angle, true error) | p | median consistency angle (deg) "
              "| true error where consistent / not (deg) | Spearman(bootstrap sd, true error) |",
              "|---|---|---|---|---|---|---|"]
-    for n in sorted({r.cars for r in rows if r.model == model}):
+    for n in sorted({r.cars for r in rows if r.model == model}, key=_order):
         cell = [r for r in rows if r.model == model and r.cars == n and r.consistency_deg is not None]
         if len(cell) < 4:
             continue
@@ -153,6 +165,6 @@ def tracking_table(rows: list[LightingRow], model: str) -> str:
         sds = [r for r in cell if r.direction_sd_deg is not None]
         sd_rho = (f"{stats.spearmanr([r.direction_sd_deg for r in sds], [r.direction_error_deg for r in sds])[0]:.2f}"
                   if len(sds) >= 4 else "-")
-        lines.append(f"| {n} | {len(cell)} | {rho:.2f} | {p:.3f} | {np.median(con):.1f} | "
+        lines.append(f"| {_label(n)} | {len(cell)} | {rho:.2f} | {p:.3f} | {np.median(con):.1f} | "
                      f"{np.median(err[low]):.1f} / {np.median(err[~low]):.1f} | {sd_rho} |")
     return "\n".join(lines)

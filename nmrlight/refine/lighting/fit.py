@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from nmrlight.errors import NmrlightError
-from nmrlight.refine.lighting.materials import BODY, CLASS_NAMES, material_classes
+from nmrlight.refine.lighting.materials import BODY, CLASS_NAMES, DARK, material_classes
 from nmrlight.refine.window import View
 from nmrlight.render import render
 from nmrlight.scene import MeshObject, Scene
@@ -85,6 +85,13 @@ class FitOptions:
     agree: float = 3.0           # drop cars whose robust residual exceeds this x the median car's (0: never)
     bootstrap: int = 0           # block-bootstrap refits for the uncertainty (0: none)
     seed: int = 0
+    reclassify: float = 0.75     # pixels darker than this x their car's body albedo (photo / shading) join
+                                 # the dark classes, lighter ones the body (0: geometric classes only)
+    reclassify_rounds: int = 2
+    paint_quantile: float = 0.75  # a car's paint: this quantile of its body pixels' photo / shading
+    car_power: float = 1.0       # a car's total weight is (its pixels, at most max_pixels) ** car_power
+    other_weight: float = 0.0    # weight of glass and dark pixels relative to body paint (they follow Lambert
+                                 # least: glass mirrors the sky, tyres are near black)
 
     def __post_init__(self) -> None:
         if self.materials not in MATERIAL_MODELS:
@@ -93,6 +100,12 @@ class FitOptions:
         if self.robust not in ROBUST_LOSSES:
             raise NmrlightError(f"lighting robust loss must be one of {', '.join(ROBUST_LOSSES)}, "
                                 f"got {self.robust!r}")
+        for name, value, low, high in (("reclassify", self.reclassify, 0.0, 1.0),
+                                       ("other_weight", self.other_weight, 0.0, 1.0),
+                                       ("car_power", self.car_power, 0.0, 1.0),
+                                       ("paint_quantile", self.paint_quantile, 0.0, 1.0)):
+            if not low <= value <= high:
+                raise NmrlightError(f"lighting {name} must be within [{low}, {high}], got {value!r}")
 
 
 _CLASS_CACHE: dict[tuple, torch.Tensor] = {}
@@ -150,7 +163,7 @@ def _thin(sample: LightSample, most: int) -> LightSample:
     return LightSample(sample.normals[keep], sample.values[keep], classes, blocks, sample.index)
 
 
-def _problem(samples: list[LightSample], materials: str) -> _Problem:
+def _problem(samples: list[LightSample], materials: str, car_power: float = 0.0) -> _Problem:
     classes = len(CLASS_NAMES) if materials == "classes" else 1
     normals = torch.cat([s.normals for s in samples]).double()
     values = torch.cat([s.values for s in samples]).double()
@@ -164,7 +177,8 @@ def _problem(samples: list[LightSample], materials: str) -> _Problem:
                        for s in samples])
     _, block = torch.unique(car * (int(block.max()) + 1) + block, return_inverse=True)
     counts = torch.bincount(car, minlength=len(samples)).double()
-    return _Problem(normals, values, car * classes + cls, car, block, (1.0 / counts)[car],
+    weight = counts ** (car_power - 1.0)
+    return _Problem(normals, values, car * classes + cls, car, block, (weight / weight.mean())[car],
                     len(samples) * classes, len(samples), classes)
 
 
@@ -239,6 +253,25 @@ def _residuals(p: _Problem, la: float, d: torch.Tensor) -> tuple[torch.Tensor, t
     return p.values - _albedos(p, s, p.base)[p.group] * s, s
 
 
+def _reclassify(p: _Problem, geometric: torch.Tensor, la: float, d: torch.Tensor, threshold: float,
+                quantile: float) -> _Problem:
+    """Material classes from the pixels themselves, given a light: a pixel whose albedo (photo / shading)
+    is below `threshold` x its car's paint is dark (glass if the geometry said glass, else dark), one
+    above it is body. The paint is the `quantile` of the albedos of the car's geometric body pixels (an
+    upper quantile: a cast shadow may cover half the car, missed windows darken the rest). The
+    geometric classes miss part of the windows and tyres and call pillars glass; the ratio tells paint
+    from glass, rubber and cast shadow once the light is roughly right."""
+    s = _shade(p, torch.tensor(la, dtype=torch.float64), d)
+    ratio = p.values / s.clamp_min(1e-6)
+    paint = torch.stack([torch.quantile(ratio[(p.car == k) & (geometric == BODY)], quantile)
+                         if bool(((p.car == k) & (geometric == BODY)).any()) else ratio[p.car == k].median()
+                         for k in range(p.cars)])
+    dark = ratio < threshold * paint[p.car]
+    cls = torch.where(dark, torch.where(geometric == BODY, torch.full_like(geometric, DARK), geometric),
+                      torch.full_like(geometric, BODY))
+    return replace(p, group=p.car * p.classes + cls)
+
+
 def _robust_weights(p: _Problem, residual: torch.Tensor, options: FitOptions) -> torch.Tensor:
     """IRLS weights: Huber on absolute residuals, or Cauchy on residuals over each car's MAD."""
     r = residual.abs()
@@ -256,6 +289,8 @@ def _solve(p: _Problem, options: FitOptions, extra: torch.Tensor | None = None,
            start: tuple[float, torch.Tensor] | None = None) -> tuple[float, torch.Tensor, torch.Tensor]:
     """(l_a, d, robust weights): grid search (unless `start`), then reweighting rounds of Adam."""
     base = p.base if extra is None else p.base * extra
+    if options.other_weight != 1.0 and p.classes > 1:
+        base = base * torch.where(p.group % p.classes == BODY, 1.0, options.other_weight)
     robust = torch.ones_like(base)
     if start is None:
         best = None
@@ -297,14 +332,21 @@ def fit_lighting(samples: list[LightSample], delta: float = 0.05, steps: int = 2
     kept = [k for k, s in enumerate(samples) if len(s) >= MIN_PIXELS]
     if not kept:
         return None
-    p = _problem([_thin(samples[k], options.max_pixels) for k in kept], options.materials)
+    p = _problem([_thin(samples[k], options.max_pixels) for k in kept], options.materials, options.car_power)
     la, d, robust = _solve(p, options)
+    if options.reclassify > 0 and p.classes > 1:
+        geometric = p.group % p.classes
+        for _ in range(options.reclassify_rounds):
+            p = _reclassify(p, geometric, la, d, options.reclassify, options.paint_quantile)
+            la, d, robust = _solve(p, options, start=(la, d))
     if options.agree > 0 and p.cars >= 3:
         bad = _car_disagreement(p, la, d, robust)
         agree = bad <= options.agree * bad.median()
         if not bool(agree.all()):
             kept = [k for k, ok in zip(kept, agree.tolist(), strict=True) if ok]
-            p = _problem([_thin(samples[k], options.max_pixels) for k in kept], options.materials)
+            p = _problem([_thin(samples[k], options.max_pixels) for k in kept], options.materials, options.car_power)
+            if options.reclassify > 0 and p.classes > 1:
+                p = _reclassify(p, p.group % p.classes, la, d, options.reclassify, options.paint_quantile)
             la, d, robust = _solve(p, options, start=(la, d))
     residual, s = _residuals(p, la, d)
     w = p.base * robust

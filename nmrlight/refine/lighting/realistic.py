@@ -55,28 +55,44 @@ def read_lighting_csv(path: str | Path) -> dict[str, tuple[float, float, tuple[f
     return out
 
 
-def _face_albedo(materials: np.ndarray, rise: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray,
-                                                                                                 np.ndarray]:
-    """Per face: albedo, specular strength, sky reflection strength."""
+EFFECTS = ("variation", "trim", "glass", "tyres", "lamps", "highlights", "reflections", "shadows")
+
+
+def _face_albedo(materials: np.ndarray, rise: np.ndarray, rng: np.random.Generator,
+                 off: frozenset[str] = frozenset()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per face: albedo, specular strength, sky reflection strength (effects in `off` left out; the
+    random draws are the same either way, so scenes with and without an effect are otherwise alike)."""
     paint = rng.uniform(0.15, 0.9)
-    albedo = paint * np.exp(rng.normal(0.0, 0.06, len(materials)))
+    variation = np.exp(rng.normal(0.0, 0.06, len(materials)))
+    albedo = paint * (variation if "variation" not in off else np.ones(len(materials)))
     spec = np.full(len(materials), rng.uniform(0.15, 0.5))
     reflect = np.zeros(len(materials))
-    if rng.random() < 0.5:
+    if rng.random() < 0.5 and "trim" not in off:
         albedo[(materials == BODY) & (rise < 0.18)] = 0.06
     glass = materials == WINDOW
-    albedo[glass] = rng.uniform(0.04, 0.10)
-    spec[glass] = 0.6
-    reflect[glass] = rng.uniform(0.1, 0.3)
-    albedo[materials == WHEEL] = 0.05
-    spec[materials == WHEEL] = 0.02
-    albedo[materials == LIGHT] = 0.8
+    glass_albedo, glass_reflect = rng.uniform(0.04, 0.10), rng.uniform(0.1, 0.3)
+    if "glass" not in off:
+        albedo[glass] = glass_albedo
+        spec[glass] = 0.6
+        if "reflections" not in off:
+            reflect[glass] = glass_reflect
+    if "tyres" not in off:
+        albedo[materials == WHEEL] = 0.05
+        spec[materials == WHEEL] = 0.02
+    if "lamps" not in off:
+        albedo[materials == LIGHT] = 0.8
+    if "highlights" in off:
+        spec[:] = 0.0
     return albedo, spec, reflect
 
 
-def realistic_image(photo: np.ndarray, cars, light, camera, rng: np.random.Generator, noise: float = 0.02
-                    ) -> np.ndarray:
-    """`photo` (H, W) with every car of `cars` (CarPose list) repainted with real materials under `light`."""
+def realistic_image(photo: np.ndarray, cars, light, camera, rng: np.random.Generator, noise: float = 0.02,
+                    off: frozenset[str] = frozenset()) -> np.ndarray:
+    """`photo` (H, W) with every car of `cars` (CarPose list) repainted with real materials under `light`
+    (the effects named in `off`, from EFFECTS, left out: to see what each costs the fit)."""
+    unknown = set(off) - set(EFFECTS)
+    if unknown:
+        raise NmrlightError(f"realistic materials: unknown effect {sorted(unknown)[0]!r}; known: {', '.join(EFFECTS)}")
     ambient, directional, direction = light
     d = torch.as_tensor(direction, dtype=torch.float64)
     d = d / d.norm()
@@ -85,7 +101,7 @@ def realistic_image(photo: np.ndarray, cars, light, camera, rng: np.random.Gener
         proc = car_for_model(car.model_type)
         verts = proc.mesh.object_vertices()
         rise = (verts[proc.mesh.faces].mean(1)[:, 1] - verts[:, 1].min()) / np.ptp(verts[:, 1])
-        a, s, r = _face_albedo(proc.materials, rise, rng)
+        a, s, r = _face_albedo(proc.materials, rise, rng, off)
         albedo.append(a)
         spec.append(s)
         reflect.append(r)
@@ -120,7 +136,8 @@ def realistic_image(photo: np.ndarray, cars, light, camera, rng: np.random.Gener
             angle = rng.uniform(0, 2 * np.pi)
             across = torch.cos(torch.tensor(angle)) * cols[sel] + torch.sin(torch.tensor(angle)) * rows[sel]
             cut = float(torch.quantile(across.double(), rng.uniform(0.3, 0.7)))
-            lit[sel] = torch.where(across.double() < cut, 0.0, 1.0).double()
+            if "shadows" not in off:
+                lit[sel] = torch.where(across.double() < cut, 0.0, 1.0).double()
     up = (-n[:, 1]).clamp(0, 1)   # camera y is down
     value = (a * (ambient + directional * lit * (n @ d).clamp_min(0)) + kr * (0.5 + 0.5 * up)
              + lit * directional * ks * (n * half).sum(1).clamp_min(0) ** e)
@@ -130,8 +147,9 @@ def realistic_image(photo: np.ndarray, cars, light, camera, rng: np.random.Gener
     return result
 
 
-def paint_realistic(folder: str | Path, seed: int) -> int:
-    """Repaint the cars of every image of a synthetic folder with real materials; returns the images done."""
+def paint_realistic(folder: str | Path, seed: int, off: frozenset[str] = frozenset()) -> int:
+    """Repaint the cars of every image of a synthetic folder with real materials (but those in `off`);
+    returns the images done."""
     data = DataFolder(folder)
     truth = read_poses(data.root / "train.csv")
     lights = read_lighting_csv(data.root / "lighting.csv")
@@ -142,7 +160,7 @@ def paint_realistic(folder: str | Path, seed: int) -> int:
         photo = data.read_image(image_id, "gray")
         camera = data.camera(photo.shape[1], photo.shape[0])
         rng = np.random.default_rng([int(seed), index, 7])
-        image = realistic_image(photo, truth.get(image_id, []), lights[image_id], camera, rng)
+        image = realistic_image(photo, truth.get(image_id, []), lights[image_id], camera, rng, off=off)
         write_image(data.image_path(image_id), image)
         done += 1
     return done
