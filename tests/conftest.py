@@ -36,3 +36,37 @@ def kill_after_first_result(script: str, out: Path, timeout: float, env: dict | 
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait()
+
+
+def two_car_problem(turn: float, shift: tuple[float, float, float]):
+    """A small rendered scene (160 x 120): a procedural sedan partly hidden by a nearer SUV, the sedan's
+    refinement problem (mask, photo, the SUV as a neighbour) starting `turn` radians about y and `shift`
+    metres off, its lighting, and the sedan's true rotation and translation."""
+    import torch
+
+    from nmrlight.camera import Camera
+    from nmrlight.procedural import make_car
+    from nmrlight.refine import pose
+    from nmrlight.refine.window import Box
+    from nmrlight.render import render
+    from nmrlight.rotations import so3_exp
+    from nmrlight.scene import MeshObject, Scene
+    from nmrlight.shade import Lighting
+
+    camera = Camera.from_intrinsics(300.0, 300.0, 80.0, 60.0, 160, 120)
+    meshes = [make_car(kind, seed, target_faces=800).mesh for kind, seed in (("sedan", 0), ("suv", 1))]
+    verts = [torch.tensor(m.object_vertices(), dtype=torch.float32) for m in meshes]
+    faces = [torch.tensor(m.faces) for m in meshes]
+    rotations = [so3_exp(torch.tensor([0.05, 2.4, 3.1])), so3_exp(torch.tensor([0.05, 0.9, 3.1]))]
+    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([2.0, 0.9, 11.0])]
+    lighting = Lighting(0.4, 0.6, (0.3, -1.0, -0.4))
+    objects = [MeshObject(v, f, r, t) for v, f, r, t in zip(verts, faces, rotations, translations, strict=True)]
+    truth = render(Scene(objects), camera, lighting, edges="none")
+    photo = truth.image[0].numpy()
+    box = Box(20, 10, 150, 110)
+    mask = (truth.object_id == 0).numpy()[box.y0:box.y1, box.x0:box.x1]
+    start = so3_exp(torch.tensor([0.0, turn, 0.0])) @ rotations[0]
+    problem = pose.CarProblem(verts[0], faces[0], start, translations[0] + torch.tensor(shift), camera, box,
+                              photo[box.y0:box.y1, box.x0:box.x1], mask, None,
+                              [pose.Neighbour(verts[1], faces[1], rotations[1], translations[1])])
+    return problem, lighting, rotations[0], translations[0]

@@ -6,40 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import two_car_problem
 
 from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
 from nmrlight.procedural import make_car
 from nmrlight.refine import pose
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.window import Box, make_view, signed_distance
+from nmrlight.refine.window import make_view, signed_distance
 from nmrlight.render import render
 from nmrlight.rotations import so3_exp
 from nmrlight.scene import MeshObject, Scene
-from nmrlight.shade import Lighting
 
 
 @pytest.fixture(scope="module")
 def scene():
     """A car partly hidden by a nearer one, its mask and photo, and a start off by a turn and a shift."""
-    camera = Camera.from_intrinsics(300.0, 300.0, 80.0, 60.0, 160, 120)
-    meshes = [make_car(kind, seed, target_faces=800).mesh for kind, seed in (("sedan", 0), ("suv", 1))]
-    verts = [torch.tensor(m.object_vertices(), dtype=torch.float32) for m in meshes]
-    faces = [torch.tensor(m.faces) for m in meshes]
-    rotations = [so3_exp(torch.tensor([0.05, 2.4, 3.1])), so3_exp(torch.tensor([0.05, 0.9, 3.1]))]
-    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([2.0, 0.9, 11.0])]
-    lighting = Lighting(0.4, 0.6, (0.3, -1.0, -0.4))
-    objects = [MeshObject(v, f, r, t) for v, f, r, t in zip(verts, faces, rotations, translations, strict=True)]
-    truth = render(Scene(objects), camera, lighting, edges="none")
-    photo = truth.image[0].numpy()
-    box = Box(20, 10, 150, 110)
-    mask = (truth.object_id == 0).numpy()[box.y0:box.y1, box.x0:box.x1]
-    start_rotation = so3_exp(torch.tensor([0.0, 0.06, 0.0])) @ rotations[0]
-    start_translation = translations[0] + torch.tensor([0.15, 0.0, 0.5])
-    problem = pose.CarProblem(verts[0], faces[0], start_rotation, start_translation, camera, box,
-                              photo[box.y0:box.y1, box.x0:box.x1], mask, None,
-                              [pose.Neighbour(verts[1], faces[1], rotations[1], translations[1])])
-    return problem, lighting, rotations[0], translations[0]
+    return two_car_problem(0.06, (0.15, 0.0, 0.5))
 
 
 @pytest.mark.parametrize("sigma", [1.5, 0.0])

@@ -72,33 +72,12 @@ def test_lean_adam_takes_the_same_steps_as_torch_adam_with_a_schedule():
 
 def test_refinement_renders_the_same_with_or_without_the_neighbours_fixed_layer(monkeypatch):
     import numpy as np
+    from conftest import two_car_problem
 
-    from nmrlight.camera import Camera
-    from nmrlight.procedural import make_car
     from nmrlight.refine import pose
     from nmrlight.refine.config import RefineConfig
-    from nmrlight.refine.window import Box
-    from nmrlight.render import render
-    from nmrlight.rotations import so3_exp
-    from nmrlight.scene import MeshObject, Scene
-    from nmrlight.shade import Lighting
 
-    camera = Camera.from_intrinsics(300.0, 300.0, 80.0, 60.0, 160, 120)
-    meshes = [make_car(kind, seed, target_faces=800).mesh for kind, seed in (("sedan", 0), ("suv", 1))]
-    verts = [torch.tensor(m.object_vertices(), dtype=torch.float32) for m in meshes]
-    faces = [torch.tensor(m.faces) for m in meshes]
-    rotations = [so3_exp(torch.tensor([0.05, 2.4, 3.1])), so3_exp(torch.tensor([0.05, 0.9, 3.1]))]
-    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([2.0, 0.9, 11.0])]
-    lighting = Lighting(0.4, 0.6, (0.3, -1.0, -0.4))
-    objects = [MeshObject(v, f, r, t) for v, f, r, t in zip(verts, faces, rotations, translations, strict=True)]
-    truth = render(Scene(objects), camera, lighting, edges="none")
-    photo = truth.image[0].numpy()
-    box = Box(20, 10, 150, 110)
-    mask = (truth.object_id == 0).numpy()[box.y0:box.y1, box.x0:box.x1]
-    start = so3_exp(torch.tensor([0.0, 0.05, 0.0])) @ rotations[0]
-    problem = pose.CarProblem(verts[0], faces[0], start, translations[0] + torch.tensor([0.1, 0.0, 0.4]), camera,
-                              box, photo[box.y0:box.y1, box.x0:box.x1], mask, None,
-                              [pose.Neighbour(verts[1], faces[1], rotations[1], translations[1])])
+    problem, lighting, _, _ = two_car_problem(0.05, (0.1, 0.0, 0.4))
     config = RefineConfig(stages=((64, "analytic", 1.0, 4), (96, "analytic", 0.0, 3)), large_stage=None)
     layered = pose.refine_pose(problem, lighting, config)
     monkeypatch.setattr(pose, "fixed_layer", lambda objects, camera: None)  # as on a GPU: all objects each time
