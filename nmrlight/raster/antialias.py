@@ -34,28 +34,29 @@ from nmrlight.raster.rasterize import Crossings, EdgeList, ScreenMesh, Visibilit
 @dataclass
 class CrossingGeometry:
     """What fixes a crossing's blend weight besides its edge's projected end points: the edge's
-    vertices (a, b: packed indices), which coordinate the pixel line fixes (`along`: 1 for rows,
-    0 for columns), that line and the start and direction of the pixel step it crosses, and the side
+    vertices (a, b: packed indices), whether the pixel line is a row (`rows`: the crossing lies between
+    left/right neighbours) or a column, that line and the start and direction of the pixel step it
+    crosses, and the side
     (`beyond`: the crossing lies past the midpoint, so the outside pixel is the one blended).
     `blend_weights(uv[a], uv[b], geometry)` is the weight, differentiable in the end points."""
 
     a: torch.Tensor          # (M,) vertex index
     b: torch.Tensor          # (M,) vertex index
-    along: torch.Tensor      # (M, 1) long
+    rows: torch.Tensor       # (M,) bool
     line: torch.Tensor       # (M,) pixel-centre coordinate of the line
     start: torch.Tensor      # (M,) pixel-centre coordinate of the inside pixel along the line
     step: torch.Tensor       # (M,) +1 or -1 toward the outside pixel
     beyond: torch.Tensor     # (M,) bool, fixed at the render (the weight's kink is not crossed)
 
     def subset(self, keep: torch.Tensor) -> CrossingGeometry:
-        return CrossingGeometry(self.a[keep], self.b[keep], self.along[keep], self.line[keep], self.start[keep],
+        return CrossingGeometry(self.a[keep], self.b[keep], self.rows[keep], self.line[keep], self.start[keep],
                                 self.step[keep], self.beyond[keep])
 
 
 def crossing_fraction(uv_a: torch.Tensor, uv_b: torch.Tensor, geometry: CrossingGeometry) -> torch.Tensor:
     """t of each crossing: where the edge a-b crosses its pixel line, from the inside pixel's centre
     (0) toward the outside one's (1). uv_a, uv_b: (..., M, 2) end points."""
-    rows = geometry.along[:, 0] == 1
+    rows = geometry.rows
     ha = torch.where(rows, uv_a[..., 1], uv_a[..., 0])
     hb = torch.where(rows, uv_b[..., 1], uv_b[..., 0])
     xa = torch.where(rows, uv_a[..., 0], uv_a[..., 1])
@@ -180,7 +181,7 @@ def edge_blend(mesh: ScreenMesh, vis: Visibility, edges: EdgeList) -> EdgeBlend:
     col = cross.inside % width
     geometry = CrossingGeometry(
         a, b,
-        along=torch.where(horizontal, 1, 0)[:, None],     # coordinate fixed by the line (y for rows)
+        rows=horizontal,
         line=torch.where(horizontal, row, col).to(dtype) + 0.5,
         start=torch.where(horizontal, col, row).to(dtype) + 0.5,
         step=torch.where(horizontal, cross.outside - cross.inside,
