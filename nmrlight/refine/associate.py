@@ -168,8 +168,7 @@ def score_matrix(silhouettes: list[np.ndarray], masks: list[np.ndarray], reach: 
     may_hide = occluders(pair, depths, min_score, shown)
     stack = np.asarray(masks)
     for i in range(len(silhouettes)):
-        count = np.sum(stack[may_hide[i]], axis=0, dtype=np.int32) if may_hide[i].any() \
-            else np.zeros(masks[0].shape, np.int32)
+        count = np.sum(stack[may_hide[i]], axis=0, dtype=np.int32)   # zeros when none may hide it
         for j, mask in enumerate(masks):
             others = (count - (mask if may_hide[i, j] else 0)) > 0
             scores[i, j] = max(pair[i, j], hidden_score(whole[i], mask, others, reach, slack))

@@ -263,9 +263,11 @@ def _reclassify(p: _Problem, geometric: torch.Tensor, la: float, d: torch.Tensor
     from glass, rubber and cast shadow once the light is roughly right."""
     s = _shade(p, torch.tensor(la, dtype=torch.float64), d)
     ratio = p.values / s.clamp_min(1e-6)
-    paint = torch.stack([torch.quantile(ratio[(p.car == k) & (geometric == BODY)], quantile)
-                         if bool(((p.car == k) & (geometric == BODY)).any()) else ratio[p.car == k].median()
-                         for k in range(p.cars)])
+    paints = []
+    for k in range(p.cars):
+        body = (p.car == k) & (geometric == BODY)
+        paints.append(torch.quantile(ratio[body], quantile) if bool(body.any()) else ratio[p.car == k].median())
+    paint = torch.stack(paints)
     dark = ratio < threshold * paint[p.car]
     cls = torch.where(dark, torch.where(geometric == BODY, torch.full_like(geometric, DARK), geometric),
                       torch.full_like(geometric, BODY))
