@@ -21,7 +21,7 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, run_refine
 
 FAST = dict(stages=((32, "soft", 2.0, 3),), lighting_size=32, lighting_cars=1, max_neighbours=2,
-            mesh_candidates=2, mesh_shortlist_size=32)
+            mesh_candidates=2, mesh_screened=3, mesh_shortlist_size=32)
 
 
 def _rle(mask):
@@ -116,15 +116,21 @@ def test_report_says_which_mask_each_car_got(detector_output, run):
     report = json.loads((out / "report.json").read_text())
     images = {r["image_id"]: r for r in report["images"]} if "images" in report else None
     assert images is not None, list(report)
-    got = {}
+    got, screened = {}, 0
     for image_id, result in images.items():
         for car in result["cars"]:
             assoc = car["extra"]["association"]
-            assert car["extra"]["mesh_choice"]["chosen"] == car["refined"]["model_type"]
+            choice = car["extra"]["mesh_choice"]
+            assert choice["chosen"] == car["refined"]["model_type"]
+            if choice.get("screened"):   # 3 shortlisted meshes screened, the best 2 of them refined in full
+                ranked = sorted(choice["screened"], key=choice["screened"].get)
+                assert len(ranked) == 3
+                assert sorted(choice["losses"]) == sorted(ranked[:2]) and str(choice["chosen"]) in ranked[:2]
+                screened += 1
             if assoc != "no mask":
                 got[assoc["entry"]] = (image_id, car["index"])
     expected = {e: t for e, t in truth.items() if t is not None}
-    assert got == expected
+    assert got == expected and screened > 0
     # the mask of the car the detector missed was left over and said so; the segmenter's miss has no mask
     leftovers = [e for e, t in truth.items() if t is None]
     first = list(shuffled)[0]

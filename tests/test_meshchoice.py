@@ -12,7 +12,7 @@ import torch
 from nmrlight.camera import Camera
 from nmrlight.io.dataset import DataFolder
 from nmrlight.procedural import car_for_model, write_models
-from nmrlight.refine.meshchoice import pick, shortlist, typical_model
+from nmrlight.refine.meshchoice import pick, screen, shortlist, typical_model
 from nmrlight.refine.prepare import mesh_tensors
 from nmrlight.refine.window import Box
 from nmrlight.render import render
@@ -44,6 +44,22 @@ def test_pick_takes_the_lowest_final_loss_and_reports_runner_up_and_margin():
     assert d["losses"] == {"17": 0.25, "2": 0.2, "50": 0.4} and d["shortlist"][0] == [17, 0.9]
     alone = pick({17: 0.3}, [(17, 0.9)])
     assert alone.runner_up is None and alone.margin is None
+
+
+def test_screen_keeps_the_lowest_coarse_losses_and_skips_short_lists():
+    losses = {2: 0.4, 17: 0.1, 50: 0.3, 61: 0.2}
+    asked = []
+
+    def coarse(model):
+        asked.append(model)
+        return losses[model]
+
+    kept, seen = screen([2, 17, 50, 61], coarse, keep=2)
+    assert kept == [17, 61] and seen == losses and sorted(asked) == sorted(losses)
+    asked.clear()
+    kept, seen = screen([50, 2], coarse, keep=2)        # nothing to screen: order kept, nothing rendered
+    assert kept == [50, 2] and seen == {} and asked == []
+    assert pick({17: 0.2, 61: 0.3}, [(2, 0.9)], seen).to_dict()["screened"] == {}
 
 
 @pytest.mark.parametrize("truth", MODELS)

@@ -31,7 +31,10 @@ def register(app: typer.Typer) -> None:
             "COCO file whose 'images' list resolves the integer image_ids of a --masks results file.")),
         model: int | None = typer.Option(None, "--model", help="Use this mesh (model id) for every car."),
         mesh_candidates: int = typer.Option(RefineConfig.mesh_candidates, "--mesh-candidates", min=1, help=(
-            "Cars without a model id: meshes refined per car (of a silhouette shortlist); best loss wins.")),
+            "Cars without a model id: meshes refined per car; best final loss wins.")),
+        mesh_screened: int = typer.Option(RefineConfig.mesh_screened, "--mesh-screened", min=0, help=(
+            "Cars without a model id: meshes kept by the silhouette shortlist and ranked by a coarse "
+            "refinement before the best --mesh-candidates are refined in full (<= candidates: no screen).")),
         mask_quality: str = typer.Option(RefineConfig.mask_quality, "--mask-quality", help=(
             "coarse: masks may be cut short at their box (a segmenter's); fine: exact outlines; auto: "
             "unordered --masks are coarse, label images fine.")),
@@ -122,7 +125,8 @@ def register(app: typer.Typer) -> None:
                               gif_dir=str((out / "gifs").resolve()) if gif else None,
                               masks_file=str(masks.resolve()) if masks else None,
                               coco_images=str(coco_images.resolve()) if coco_images else None,
-                              model=model, mesh_candidates=mesh_candidates, global_stage=global_stage,
+                              model=model, mesh_candidates=mesh_candidates, mesh_screened=mesh_screened,
+                              global_stage=global_stage,
                               accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
                               ground_plane=ground_plane,
                               mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)

@@ -89,7 +89,10 @@ class RefineConfig:
     association_min_score: float = 0.3  # pairs (car, mask) scoring below this are never matched
     association_size: int = 2048         # longer side (pixels) of the frame the association renders
     association_slack: float = 0.03      # lateral error forgiven without damping, fraction of the focal length
-    mesh_candidates: int = 3             # meshes refined per car without a model id (best loss wins)
+    mesh_candidates: int = 3             # meshes refined per car without a model id (best loss wins) ...
+    mesh_screened: int = 8               # ... of this many, kept by the silhouette shortlist and ranked by
+                                         # the coarsest stage's loss (<= mesh_candidates: no screening) ...
+    mesh_screen_iterations: int = 25     # ... after at most this many iterations of it
     mesh_shortlist_size: int = 64        # window size (render pixels) of the mesh shortlist
     # --- global stage, acceptance, re-scoring (issue 11; docs/accuracy.md). Off by default: not yet
     # shown to help on a held-out seed (see docs/accuracy.md) ---

@@ -26,7 +26,7 @@ from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.ground import apply_ground
 from nmrlight.refine.hypotheses import accept, refine_global
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
-from nmrlight.refine.meshchoice import pick, shortlist
+from nmrlight.refine.meshchoice import pick, screen, shortlist
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, car_stages, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
@@ -158,8 +158,11 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
         candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
+        candidates, screened = screen(candidates, lambda m: _coarse_loss(car, m, state, camera, photo, labels,
+                                                                         lighting, config, data),
+                                      max(1, config.mesh_candidates))
         outcomes = {}
-        for model in candidates[:max(1, config.mesh_candidates)]:
+        for model in candidates:
             if model != car.model:
                 car.use_mesh(data, model)
             problem = _car_problem(car, state, camera, photo, labels, config)
@@ -170,9 +173,11 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
                 outcomes[model] = (found.outcome, recorder)
             else:
                 outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
-        if len(outcomes) > 1:
-            choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"])
-            spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values())
+        if len(outcomes) > 1 or screened:
+            choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"],
+                          screened)
+            spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values()) + \
+                car.extra["mesh_choice"].get("screen_seconds", 0.0)
             car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
             if choice.chosen != car.model:
                 car.use_mesh(data, choice.chosen)
@@ -212,6 +217,21 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _coarse_loss(car: _Car, model: int, state: list[_Car], camera, photo: np.ndarray, labels: np.ndarray | None,
+                 lighting: Lighting, config: RefineConfig, data: DataFolder) -> float:
+    """The loss `car` reaches with mesh `model` after the coarsest stage alone (the mesh screen); the car
+    keeps that mesh afterwards (the caller sets the one it refines)."""
+    if model != car.model:
+        car.use_mesh(data, model)
+    size, edges, sigma, iterations = config.stages[0]
+    screen = replace(config, stages=((size, edges, sigma, min(iterations, config.mesh_screen_iterations)),),
+                     large_stage=None)
+    outcome = refine_pose(_car_problem(car, state, camera, photo, labels, config), lighting, screen)
+    choice = car.extra.setdefault("mesh_choice", {})
+    choice["screen_seconds"] = round(choice.get("screen_seconds", 0.0) + outcome.seconds, 3)
+    return outcome.loss_after
 
 
 def _car_problem(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels: np.ndarray | None,
@@ -314,7 +334,7 @@ def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, config: Refin
         occluders = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
                      for n in _neighbours(car, state, config.max_neighbours)
                      if float(n.translation[2]) < float(car.translation[2])]
-        keep = max(1, config.mesh_candidates)
+        keep = max(1, config.mesh_candidates, config.mesh_screened)
         began = time.perf_counter()
         best = shortlist(lambda m: mesh_tensors(data, m), models, car.rotation, car.translation, camera,
                          car.window, car.mask, car.ignore, occluders, config.mesh_shortlist_size, keep)

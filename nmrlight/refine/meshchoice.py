@@ -6,7 +6,11 @@ Two steps, cheap first:
    the other cars in front of it included; each is scored by its box-aligned overlap with the car's
    mask (`associate.pair_score`: shape and size, forgiving the detector's lateral error). The best
    `keep` go on.
-2. Pick: each shortlisted mesh is refined in full (`refine_pose`); the lowest final loss wins. The
+2. Screen: when the shortlist is longer than the meshes to refine, each shortlisted mesh is refined
+   with the coarsest stage only (a few coarse renders, from the car's own start) and the best
+   `mesh_candidates` by that loss go on: the silhouette at the detector's pose cannot tell meshes apart
+   that need a slightly different pose to fit.
+3. Pick: each remaining mesh is refined in full (`refine_pose`); the lowest final loss wins. The
    loss includes the prior toward the detector's depth, so of two meshes whose silhouettes fit alike
    at different depths (a larger car farther away) the one nearer the detector's depth wins.
 """
@@ -39,12 +43,14 @@ class MeshChoice:
     margin: float | None = None                      # runner-up's final loss minus the chosen one's
     losses: dict[int, float] | None = None           # final loss of each refined candidate
     shortlist: list[tuple[int, float]] | None = None  # (model id, shortlist score), best first
+    screened: dict[int, float] | None = None         # coarsest stage's loss of each screened mesh
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen, "runner_up": self.runner_up,
                 "margin": None if self.margin is None else round(self.margin, 6),
                 "losses": {str(k): round(v, 6) for k, v in (self.losses or {}).items()},
-                "shortlist": [[m, round(s, 4)] for m, s in (self.shortlist or [])]}
+                "shortlist": [[m, round(s, 4)] for m, s in (self.shortlist or [])],
+                "screened": {str(k): round(v, 6) for k, v in (self.screened or {}).items()}}
 
 
 def typical_model(data: DataFolder, models: list[int]) -> int:
@@ -88,9 +94,19 @@ def shortlist(mesh: Callable[[int], tuple[torch.Tensor, torch.Tensor]], models: 
     return scored[:max(1, keep)]
 
 
-def pick(losses: dict[int, float], shortlisted: list[tuple[int, float]]) -> MeshChoice:
+def screen(models: list[int], coarse_loss: Callable[[int], float], keep: int) -> tuple[list[int], dict[int, float]]:
+    """The `keep` models with the lowest `coarse_loss` (best first) and every model's loss; no screening
+    (all kept, no losses) when there are no more than `keep`."""
+    if len(models) <= keep:
+        return list(models), {}
+    losses = {m: float(coarse_loss(m)) for m in models}
+    return sorted(models, key=lambda m: losses[m])[:max(1, keep)], losses
+
+
+def pick(losses: dict[int, float], shortlisted: list[tuple[int, float]],
+         screened: dict[int, float] | None = None) -> MeshChoice:
     """The candidate with the lowest final loss, its runner-up and the margin between them."""
     ranked = sorted(losses.items(), key=lambda item: item[1])
     chosen = ranked[0][0]
     runner_up, margin = (ranked[1][0], ranked[1][1] - ranked[0][1]) if len(ranked) > 1 else (None, None)
-    return MeshChoice(chosen, runner_up, margin, dict(losses), list(shortlisted))
+    return MeshChoice(chosen, runner_up, margin, dict(losses), list(shortlisted), screened)
