@@ -25,9 +25,10 @@ import torch
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.refine.ablation import SETTINGS, read_pairing
+from nmrlight.refine.car_view import evaluate as _evaluate
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.image import _fit_lighting, _fixed, _neighbours
-from nmrlight.refine.pose import CarProblem, Neighbour, PoseParams, _evaluate, car_stages
+from nmrlight.refine.pose import CarProblem, Neighbour, PoseParams, car_stages
 from nmrlight.refine.prepare import attach_masks, image_masks, pose_cars
 from nmrlight.refine.window import crop, make_view, signed_distance
 

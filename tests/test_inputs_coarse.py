@@ -65,8 +65,9 @@ LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
 def _silhouette_costs(coarse: bool, factors: tuple[float, ...]) -> list[float]:
     """The silhouette term of a car whose mask a segmenter box cut 3 % short on the left and right,
     at the true pose moved along its viewing ray by each depth factor."""
+    from nmrlight.refine.car_view import evaluate as _evaluate
     from nmrlight.refine.coarse import band_weights
-    from nmrlight.refine.pose import PoseParams, _evaluate
+    from nmrlight.refine.params import PoseParams
     from nmrlight.refine.window import make_view
 
     camera = Camera.kaggle().scaled(0.2)

@@ -11,7 +11,7 @@ from conftest import two_car_problem
 from nmrlight.camera import Camera
 from nmrlight.errors import NmrlightError
 from nmrlight.procedural import make_car
-from nmrlight.refine import pose
+from nmrlight.refine import car_view, pose
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.window import make_view, signed_distance
 from nmrlight.render import render
@@ -34,10 +34,10 @@ def test_local_model_gradient_is_autograds_and_its_hessian_is_positive(scene, si
         params.dilation += 0.4
     view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, sigma,
                      sdf=signed_distance(problem.mask))
-    loss, _, _ = pose._evaluate(params, problem, view, lighting, config, "analytic", sigma)
+    loss, _, _ = car_view.evaluate(params, problem, view, lighting, config, "analytic", sigma)
     loss.backward()
     expected = torch.cat([p.grad.reshape(-1) for p in params.parameters()]).double()
-    model = pose._linearise(params, problem, view, lighting, config, "analytic", sigma)
+    model = car_view.linearise(params, problem, view, lighting, config, "analytic", sigma)
     assert model.loss == pytest.approx(float(loss.detach()), rel=1e-6)
     assert torch.linalg.vector_norm(model.gradient - expected) < 1e-4 * torch.linalg.vector_norm(expected)
     assert torch.allclose(model.hessian, model.hessian.T, atol=1e-9)
@@ -53,13 +53,13 @@ def test_silhouette_hessian_predicts_the_loss_of_a_small_step(scene):
     params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
     view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, 1.5,
                      sdf=signed_distance(problem.mask))
-    model = pose._linearise(params, problem, view, lighting, config, "analytic", 1.5)
+    model = car_view.linearise(params, problem, view, lighting, config, "analytic", 1.5)
     step = -torch.linalg.solve(model.hessian + 1e-6 * torch.eye(7, dtype=torch.float64), model.gradient) * 0.05
     predicted = model.loss + float(model.gradient @ step + 0.5 * step @ model.hessian @ step)
     with torch.no_grad():
         for p, d in zip(params.parameters(), torch.split(step, [3, 2, 1, 1]), strict=True):
             p.add_(d.to(p.dtype).view_as(p))
-    after = pose._linearise(params, problem, view, lighting, config, "analytic", 1.5).loss
+    after = car_view.linearise(params, problem, view, lighting, config, "analytic", 1.5).loss
     assert after < model.loss
     assert abs(after - predicted) < 0.1 * (model.loss - predicted)
 
