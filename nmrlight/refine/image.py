@@ -158,9 +158,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
         candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
-        candidates, screened = screen(candidates, lambda m: _coarse_loss(car, m, state, camera, photo, labels,
-                                                                         lighting, config, data),
-                                      max(1, config.mesh_candidates))
+        candidates, screened = screen(candidates, lambda m, car=car: _coarse_loss(
+            car, m, state, camera, photo, labels, lighting, config, data), max(1, config.mesh_candidates))
         outcomes = {}
         for model in candidates:
             if model != car.model:
