@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", help="Worker processes."),
         input_path: str = typer.Option("coco", "--input", help="coco: submission file + COCO results masks "
                                        "(association, mesh choice); labels: train format + label masks."),
-        mesh_candidates: int = typer.Option(8, "--mesh-candidates", min=1,
-                                            help="Meshes refined per car (coco input; see nmrlight refine). "
-                                            "The demo's catalogue has 8: every mesh is tried."),
+        mesh_candidates: int = typer.Option(3, "--mesh-candidates", min=1,
+                                            help="Meshes refined in full per car (coco input; see nmrlight "
+                                            "refine): the best of the demo's 8 after each is screened."),
     ) -> None:
         """Synthesise a small data set, refine it with learned lighting, print before/after metrics."""
         from rich.console import Console
@@ -64,7 +64,7 @@ def register(app: typer.Typer) -> None:
                                   mesh_candidates=mesh_candidates)
             console.print(f"path: {predictions.name} (submission format, no model ids) + {masks.name} (COCO "
                           f"results, {len(json.loads(masks.read_text()))} unordered masks) -> association "
-                          f"-> mesh choice ({mesh_candidates} candidate(s) a car) -> refinement")
+                          f"-> mesh choice (all meshes screened, {mesh_candidates} refined a car) -> refinement")
         else:
             predictions = data_dir / "predictions.csv"
             config = RefineConfig(threads=1)
