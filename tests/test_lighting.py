@@ -367,3 +367,18 @@ def test_car_counts_take_all() -> None:
     for bad in ("0", "-2,all", "x", ","):
         with pytest.raises(typer.BadParameter):
             _counts(bad)
+
+
+def test_shading_ablation_settings_are_valid_and_keep_the_global_stage() -> None:
+    from dataclasses import replace
+
+    from nmrlight.refine.ablation import SHADING_SETTINGS
+
+    configs = {name: replace(RefineConfig(), **overrides) for name, overrides in SHADING_SETTINGS.items()}
+    for config in configs.values():
+        check_config(config)
+        assert config.global_stage
+    assert [c.losses for c in configs.values()] == ["silhouette", "both", "both", "both"]
+    assert [c.shading_materials for c in configs.values()] == [False, False, True, True]
+    result = CliRunner().invoke(app, ["ablation", "--parts", "colour"])
+    assert result.exit_code != 0 and "colour" in result.output
