@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         setting: list[str] = typer.Option([], "--setting", help="Run only this setting (repeatable); "
                                           "default all."),
         parts: str = typer.Option("losses", "--parts", help="losses: loss terms and lighting (local "
-                                  "refinement); global: the default and each part of issue 11 switched off."),
+                                  "refinement); global: the default and each part of issue 11 switched off; "
+                                  "shading: the shading term with the global stage on (issue 12)."),
         preset: str = typer.Option("default", "--preset", help="Preset of the synthetic data made "
                                    "(nmrlight synth --preset)."),
     ) -> None:
@@ -36,14 +37,22 @@ def register(app: typer.Typer) -> None:
 
         from nmrlight.io.dataset import DataFolder
         from nmrlight.io.poses import read_poses
-        from nmrlight.refine.ablation import GLOBAL_SETTINGS, SETTINGS, markdown_table, read_pairing, run_ablation
+        from nmrlight.refine.ablation import (
+            GLOBAL_SETTINGS,
+            SETTINGS,
+            SHADING_SETTINGS,
+            markdown_table,
+            read_pairing,
+            run_ablation,
+        )
         from nmrlight.refine.config import RefineConfig
         from nmrlight.synth import synthesize
         from nmrlight.synth.presets import preset as make_preset
 
-        if parts not in ("losses", "global"):
-            raise typer.BadParameter(f"choose losses or global, got {parts!r}", param_hint="--parts")
-        table = SETTINGS if parts == "losses" else GLOBAL_SETTINGS
+        tables = {"losses": SETTINGS, "global": GLOBAL_SETTINGS, "shading": SHADING_SETTINGS}
+        if parts not in tables:
+            raise typer.BadParameter(f"choose losses, global or shading, got {parts!r}", param_hint="--parts")
+        table = tables[parts]
         chosen = dict(table)
         if setting:
             unknown = [name for name in setting if name not in table]

@@ -101,6 +101,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([r.to_dict() for r in rows], indent=1))
             return
         typer.echo(summary_table(rows))
-        default = list(chosen)[-1]
-        typer.echo(f"\nself-consistency ({default}):\n")
-        typer.echo(tracking_table(rows, default))
+        for name in chosen:
+            if any(r.model == name and r.consistency_deg is not None for r in rows):
+                typer.echo(f"\nself-consistency ({name}):\n")
+                typer.echo(tracking_table(rows, name))

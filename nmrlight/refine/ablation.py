@@ -65,6 +65,18 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "all but the ground plane": {**_ALL, "ground_plane": False},
 }
 
+# issue 12: what the shading term buys with the current light, the global stage on in every row (flips are
+# decided there); `nmrlight ablation --parts shading` (docs/ablation.md)
+_GLOBAL = {"global_stage": True, "accept_iou_drop": None, "rescore": False}
+SHADING_SETTINGS: dict[str, dict] = {
+    "silhouette + edges (default), global stage": {"losses": "silhouette", "lighting": "learn", **_GLOBAL},
+    "+ one-albedo shading, learned light, global stage": {"losses": "both", "lighting": "learn", **_GLOBAL},
+    "+ per-material shading, learned light, global stage": {"losses": "both", "lighting": "learn",
+                                                            "shading_materials": True, **_GLOBAL},
+    "+ per-material shading, fixed light, global stage": {"losses": "both", "lighting": "fixed",
+                                                          "shading_materials": True, **_GLOBAL},
+}
+
 
 @dataclass
 class GroupStats:

@@ -157,3 +157,4 @@ class RefineConfig:
     lighting_reclassify: float = 0.75    # pixels darker than this x their car's paint (given the light) are glass/dark
     lighting_other_weight: float = 0.0   # weight of glass and dark pixels in the light's fit (paint: 1)
     lighting_car_power: float = 1.0      # a car weighs (its pixels, at most 1500) ** this (0: every car the same)
+    lighting_consistency_splits: int = 4  # self-consistency: median angle over this many splits of the cars in two

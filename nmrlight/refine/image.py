@@ -88,7 +88,7 @@ def lighting_options(config: RefineConfig) -> FitOptions:
     return FitOptions(materials=config.lighting_materials, robust=config.lighting_robust, delta=config.huber_delta,
                       agree=config.lighting_agree, bootstrap=config.lighting_bootstrap,
                       reclassify=config.lighting_reclassify, other_weight=config.lighting_other_weight,
-                      car_power=config.lighting_car_power)
+                      car_power=config.lighting_car_power, consistency_splits=config.lighting_consistency_splits)
 
 
 def fit_samples(samples: list[LightSample], config: RefineConfig, final: bool = True

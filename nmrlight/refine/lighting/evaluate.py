@@ -26,13 +26,16 @@ from nmrlight.refine.prepare import ImageMasks, attach_masks, pose_cars
 # the first model (one albedo a car, Huber), then the geometric material classes, the Cauchy
 # reweighting, the agreement of cars, and the classes from the pixels with paint only and cars
 # weighed by their pixels, added one at a time; the last is the default (the uncertainty and the
-# self-consistency check are computed for the default only: they cost 10 fits)
+# self-consistency check are computed for the default only: they cost 16 fits)
 _PLAIN = {"lighting_agree": 0.0, "lighting_bootstrap": 0, "lighting_consistency": False}
 _GEOMETRIC = {"lighting_reclassify": 0.0, "lighting_other_weight": 1.0, "lighting_car_power": 0.0}
 MODELS: dict[str, dict] = {
     "one albedo a car, Huber": {"lighting_materials": "single", "lighting_robust": "huber", **_PLAIN, **_GEOMETRIC},
     "classes, Cauchy": {"lighting_materials": "classes", "lighting_robust": "cauchy", **_PLAIN, **_GEOMETRIC},
     "classes, Cauchy, agreement": {"lighting_bootstrap": 0, "lighting_consistency": False, **_GEOMETRIC},
+    # the default fit with the previous round's self-consistency (one alternating split, no bootstrap):
+    # to compare the two consistency angles on the same photographs
+    "default fit, single-split consistency (before)": {"lighting_consistency_splits": 1, "lighting_bootstrap": 0},
     "pixel classes, paint only, pixel weights (default)": {},
 }
 ALL = 0   # "all usable cars" in `counts`

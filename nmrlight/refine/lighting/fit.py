@@ -92,6 +92,7 @@ class FitOptions:
     car_power: float = 1.0       # a car's total weight is (its pixels, at most max_pixels) ** car_power
     other_weight: float = 0.0    # weight of glass and dark pixels relative to body paint (they follow Lambert
                                  # least: glass mirrors the sky, tyres are near black)
+    consistency_splits: int = 4  # self-consistency: median angle over this many splits into two halves
 
     def __post_init__(self) -> None:
         if self.materials not in MATERIAL_MODELS:
@@ -106,6 +107,8 @@ class FitOptions:
                                        ("paint_quantile", self.paint_quantile, 0.0, 1.0)):
             if not low <= value <= high:
                 raise NmrlightError(f"lighting {name} must be within [{low}, {high}], got {value!r}")
+        if not isinstance(self.consistency_splits, int) or self.consistency_splits < 1:
+            raise NmrlightError(f"lighting consistency_splits must be an integer >= 1, got {self.consistency_splits!r}")
 
 
 _CLASS_CACHE: dict[tuple, torch.Tensor] = {}
