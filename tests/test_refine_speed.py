@@ -74,13 +74,13 @@ def test_refinement_renders_the_same_with_or_without_the_neighbours_fixed_layer(
     import numpy as np
     from conftest import two_car_problem
 
-    from nmrlight.refine import pose
+    from nmrlight.refine import car_view, pose
     from nmrlight.refine.config import RefineConfig
 
     problem, lighting, _, _ = two_car_problem(0.05, (0.1, 0.0, 0.4))
     config = RefineConfig(stages=((64, "analytic", 1.0, 4), (96, "analytic", 0.0, 3)), large_stage=None)
     layered = pose.refine_pose(problem, lighting, config)
-    monkeypatch.setattr(pose, "fixed_layer", lambda objects, camera: None)  # as on a GPU: all objects each time
+    monkeypatch.setattr(car_view, "fixed_layer", lambda objects, camera: None)  # as on a GPU: all objects each time
     whole = pose.refine_pose(problem, lighting, config)
     assert layered.history == whole.history and len(whole.history) == 7
     assert np.isfinite(whole.loss_after) and whole.loss_after < whole.loss_before
