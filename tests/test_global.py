@@ -151,6 +151,17 @@ def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
     assert off.improved and why is None
 
 
+def test_accept_rejects_a_pose_that_does_not_explain_its_mask() -> None:
+    config = RefineConfig(accept_min_iou=0.3)
+    kept, why = accept(_outcome(0.10, 0.25), config)       # better than the start, still off its mask
+    assert not kept.improved and "0.250 below 0.3" in why
+    fine, why = accept(_outcome(0.10, 0.35), config)
+    assert fine.improved and why is None
+    unmoved, why = accept(_outcome(0.10, 0.05, improved=False), config)
+    assert not unmoved.improved and why is None            # nothing to reject: the start is kept anyway
+    assert accept(_outcome(0.10, 0.25), RefineConfig(accept_min_iou=None))[0].improved
+
+
 def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
     """Predictions paired with truth rows (a false positive pairs with none); a flipped start fixed
     and a correct start flipped are counted."""

@@ -71,6 +71,9 @@ def register(app: typer.Typer) -> None:
             "Try the flipped heading per car besides the detector's (docs/accuracy.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
+        accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
+                                             help=("Keep the detector's pose when the refined car's final IoU "
+                                                   "with its own mask is below this (0: off; docs/crowded.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
         shading_materials: bool = typer.Option(False, "--shading-materials", help=(
@@ -127,7 +130,8 @@ def register(app: typer.Typer) -> None:
                               coco_images=str(coco_images.resolve()) if coco_images else None,
                               model=model, mesh_candidates=mesh_candidates, mesh_screened=mesh_screened,
                               global_stage=global_stage,
-                              accept_iou_drop=accept_iou_drop, rescore=rescore, shading_materials=shading_materials,
+                              accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
+                              shading_materials=shading_materials,
                               ground_plane=ground_plane,
                               mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)
         if gif:

@@ -106,6 +106,8 @@ class RefineConfig:
     global_refine_margin: float = 0.1    # ... only those whose coarse score is within this of the detector's
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
+    accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
+                                          # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
     # --- lighting fit (docs/lighting.md) ---
     lighting_materials: str = "classes"  # one albedo a car ("single") or a car and material class ("classes")

@@ -232,9 +232,13 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
 
 def accept(outcome: PoseOutcome, config: RefineConfig) -> tuple[PoseOutcome, str | None]:
     """The outcome, or the detector's pose kept (improved False) when the evidence does not support
-    the move: its overlap with the mask fell by more than `accept_iou_drop` (None: no check)."""
-    if config.accept_iou_drop is None or not outcome.improved:
+    the move: its overlap with the mask fell by more than `accept_iou_drop`, or ended below
+    `accept_min_iou` (the refined car does not explain its own mask: a mostly hidden car slid off its
+    sliver of mask, or along it, where occlusion hides what would say so; None: no check)."""
+    if not outcome.improved:
         return outcome, None
-    if outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
+    if config.accept_iou_drop is not None and outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
         return replace(outcome, improved=False), f"IoU fell {outcome.iou_before:.3f} -> {outcome.iou_after:.3f}"
+    if config.accept_min_iou is not None and outcome.iou_after < config.accept_min_iou:
+        return replace(outcome, improved=False), f"IoU {outcome.iou_after:.3f} below {config.accept_min_iou:g}"
     return outcome, None
