@@ -1,6 +1,6 @@
 """Mesh choice for cars without a model id (the Kaggle submission format has none).
 
-Two steps, cheap first:
+Three steps, cheap first:
 1. Shortlist: every mesh of car_models_json/ is rendered at the car's initial pose (and at its depth
    moved by -6 % and +6 %, the detector's typical depth error) in a small view of the car's window,
    the other cars in front of it included; each is scored by its box-aligned overlap with the car's
