@@ -19,7 +19,7 @@ such a bias moves both halves alike and leaves the angle small.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -30,9 +30,13 @@ from nmrlight.refine.lighting.fit import MIN_PIXELS, FitOptions, LightSample, di
 class Consistency:
     angle_deg: float          # median over the splits of the angle between the two halves' light directions
     ambient_gap: float        # median over the splits of |l_a(half 1) - l_a(half 2)|
-    halves: tuple[list[int], list[int]]   # the first split: positions in the samples given
-    angles: list[float] = field(default_factory=list)   # each split's angle (deg)
-    splits: list[tuple[list[int], list[int]]] = field(default_factory=list)
+    angles: list[float]       # each split's angle (deg)
+    splits: list[tuple[list[int], list[int]]]   # each split's halves: positions in the samples given
+
+    @property
+    def halves(self) -> tuple[list[int], list[int]]:
+        """The first split (the alternating deal)."""
+        return self.splits[0]
 
 
 def _azimuth(sample: LightSample) -> float:
@@ -59,11 +63,11 @@ def azimuth_splits(samples: list[LightSample], count: int, seed: int = 0) -> lis
     neighbouring pair gives one car to each half, an odd last car goes to either. The first split is the
     alternating deal (`split_halves`), the others toss a seeded coin for each pair. Fewer when fewer
     distinct splits exist (2 cars: one); none with fewer than two cars."""
-    usable = _by_azimuth(samples)
-    if len(usable) < 2:
+    first = split_halves(samples)
+    if first is None:
         return []
+    usable = _by_azimuth(samples)
     rng = np.random.default_rng(seed)
-    first = (usable[0::2], usable[1::2])
     out, seen = [first], {frozenset((tuple(sorted(first[0])), tuple(sorted(first[1]))))}
     for _ in range(8 * count):
         if len(out) >= count:
@@ -101,4 +105,4 @@ def consistency(samples: list[LightSample], options: FitOptions | None = None) -
         splits.append(halves)
     if not angles:
         return None
-    return Consistency(float(np.median(angles)), float(np.median(gaps)), splits[0], angles, splits)
+    return Consistency(float(np.median(angles)), float(np.median(gaps)), angles, splits)
