@@ -169,9 +169,13 @@ def _shortlist(scored: list[Scored], config: RefineConfig) -> list[Hypothesis]:
     return chosen
 
 
-def _screen_config(config: RefineConfig) -> RefineConfig:
-    """The first (coarsest) stage only: where a start's basin leads, at a fraction of the cost."""
-    return replace(config, stages=tuple(config.stages[:1]), large_stage=None)
+def screen_config(config: RefineConfig, max_iterations: int | None = None) -> RefineConfig:
+    """The first (coarsest) stage only, at most `max_iterations` of it: where a start's basin leads
+    (or how well a mesh fits), at a fraction of the cost."""
+    size, edges, sigma, iterations = config.stages[0]
+    if max_iterations is not None:
+        iterations = min(iterations, max_iterations)
+    return replace(config, stages=((size, edges, sigma, iterations),), large_stage=None)
 
 
 def _judge(problem: CarProblem, lighting: Lighting, config: RefineConfig, rotation: torch.Tensor,
@@ -207,7 +211,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         rotation, translation = start_pose(problem, h)
         start = replace(problem, rotation=rotation, translation=translation)
         if config.global_screen:
-            screened = refine_pose(start, lighting, _screen_config(config))
+            screened = refine_pose(start, lighting, screen_config(config))
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
             judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
             if judged[h.label()] > judged[detector.label()] - config.global_screen_margin:

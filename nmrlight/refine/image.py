@@ -24,7 +24,7 @@ from nmrlight.io.poses import CarPose
 from nmrlight.refine.coarse import MASK_QUALITIES
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.ground import apply_ground
-from nmrlight.refine.hypotheses import accept, refine_global
+from nmrlight.refine.hypotheses import accept, refine_global, screen_config
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, screen, shortlist
 from nmrlight.refine.overlay import GifRecorder
@@ -224,10 +224,8 @@ def _coarse_loss(car: _Car, model: int, state: list[_Car], camera, photo: np.nda
     keeps that mesh afterwards (the caller sets the one it refines)."""
     if model != car.model:
         car.use_mesh(data, model)
-    size, edges, sigma, iterations = config.stages[0]
-    screen = replace(config, stages=((size, edges, sigma, min(iterations, config.mesh_screen_iterations)),),
-                     large_stage=None)
-    outcome = refine_pose(_car_problem(car, state, camera, photo, labels, config), lighting, screen)
+    outcome = refine_pose(_car_problem(car, state, camera, photo, labels, config), lighting,
+                          screen_config(config, config.mesh_screen_iterations))
     choice = car.extra.setdefault("mesh_choice", {})
     choice["screen_seconds"] = round(choice.get("screen_seconds", 0.0) + outcome.seconds, 3)
     return outcome.loss_after
