@@ -137,8 +137,9 @@ def test_global_stage_keeps_a_correct_heading(picture) -> None:
     assert list(found.refined) == ["+0deg x1"]
 
 
-def _outcome(iou_before: float, iou_after: float, improved: bool = True) -> PoseOutcome:
-    return PoseOutcome(torch.eye(3), torch.zeros(3), 1.0, 0.5, iou_before, iou_after, 10, improved, 0.1)
+def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: float = 0.0) -> PoseOutcome:
+    return PoseOutcome(torch.eye(3), torch.tensor([0.0, 0.0, depth]), 1.0, 0.5, iou_before, iou_after, 10,
+                       improved, 0.1)
 
 
 def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
@@ -160,6 +161,20 @@ def test_accept_rejects_a_pose_that_does_not_explain_its_mask() -> None:
     unmoved, why = accept(_outcome(0.10, 0.05, improved=False), config)
     assert not unmoved.improved and why is None            # nothing to reject: the start is kept anyway
     assert accept(_outcome(0.10, 0.25), RefineConfig(accept_min_iou=None))[0].improved
+
+
+def test_accept_rejects_a_large_move_that_fits_its_mask_poorly() -> None:
+    """A car that walked 12 % along its ray must explain its mask well afterwards (IoU >= 0.75)."""
+    config = RefineConfig(accept_min_iou=0.3, accept_large_move=0.08, accept_large_move_iou=0.75)
+    start = torch.tensor([1.0, 0.5, 40.0])
+    kept, why = accept(_outcome(0.40, 0.60, depth=44.8), config, start)   # +12 %, IoU 0.60
+    assert not kept.improved and "moved 12.0 % in depth to IoU 0.600" in why
+    assert accept(_outcome(0.40, 0.80, depth=44.8), config, start)[0].improved    # fits well: taken
+    assert accept(_outcome(0.40, 0.60, depth=42.8), config, start)[0].improved    # +7 %: small move
+    assert accept(_outcome(0.40, 0.60, depth=35.0), config, start)[1] is not None  # -12.5 %: either way
+    assert accept(_outcome(0.40, 0.60, depth=44.8), config)[0].improved           # no start: no check
+    off = replace(config, accept_large_move=None)
+    assert accept(_outcome(0.40, 0.60, depth=44.8), off, start)[0].improved
 
 
 def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:

@@ -48,7 +48,7 @@ def test_rescored_map_beats_the_detectors_ranking_with_the_official_metric() -> 
     higher. Ranked by the detector, the bad one comes first at the loose thresholds; re-scored, the
     good one does, and the official metric's mAP goes up."""
     gt = {"a": [TRUTH], "b": [TRUTH]}
-    good, bad = _car(0.5, 0.93, 0.2, index=0), _car(0.9, 0.6, 0.8, shift=0.08, index=0)
+    good, bad = _car(0.5, 0.93, 0.2, index=0), _car(0.9, 0.5, 1.0, shift=0.08, index=0)
     detector = {"a": [good.refined], "b": [bad.refined]}
     rescored_poses = {"a": [CarPose(16, good.refined.rotation, good.refined.translation, rescored(good))],
                       "b": [CarPose(16, bad.refined.rotation, bad.refined.translation, rescored(bad))]}

@@ -74,6 +74,11 @@ def register(app: typer.Typer) -> None:
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
                                              help=("Keep the detector's pose when the refined car's final IoU "
                                                    "with its own mask is below this (0: off; docs/crowded.md).")),
+        accept_large_move: float = typer.Option(RefineConfig.accept_large_move, "--accept-large-move", min=0.0,
+                                                help=("Keep the detector's pose when the car moved more than this "
+                                                      "fraction of its depth and ended with an IoU below "
+                                                      f"{RefineConfig.accept_large_move_iou:g} (0: off; "
+                                                      "docs/crowded.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
         shading_materials: bool = typer.Option(False, "--shading-materials", help=(
@@ -131,6 +136,7 @@ def register(app: typer.Typer) -> None:
                               model=model, mesh_candidates=mesh_candidates, mesh_screened=mesh_screened,
                               global_stage=global_stage,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
+                              accept_large_move=accept_large_move or None,
                               shading_materials=shading_materials,
                               ground_plane=ground_plane,
                               mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)

@@ -181,7 +181,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             if choice.chosen != car.model:
                 car.use_mesh(data, choice.chosen)
         outcome, recorder = outcomes[car.model]
-        outcome, rejected = accept(outcome, config)
+        outcome, rejected = accept(outcome, config, car.translation)
         if rejected:
             car.extra["rejected"] = rejected
         if recorder is not None:
@@ -196,7 +196,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
             iterations=outcome.iterations, seconds=outcome.seconds,
             extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
-                   "mask_offset_px": round(outcome.mask_offset, 3), **car.extra})
+                   "mask_offset_px": round(outcome.mask_offset, 3),
+                   "visible_fraction": round(min(outcome.visible, 9.99), 3), **car.extra})
 
     if config.joint_passes > 1:
         _joint_passes(state, results, detector, camera, photo, labels, lighting, config)
@@ -268,7 +269,8 @@ def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: di
         largest = 0.0
         for car in sorted(cars, key=lambda c: float(c.translation[2])):
             problem = _car_problem(car, state, camera, photo, labels, config, prior=detector[car.index])
-            outcome, _ = accept(refine_pose(problem, lighting, _later_pass(config, car.window)), config)
+            outcome, _ = accept(refine_pose(problem, lighting, _later_pass(config, car.window)), config,
+                                detector[car.index][1])
             result = results[car.index]
             result.iterations += outcome.iterations
             result.seconds += outcome.seconds

@@ -186,4 +186,4 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         rotation=params.rotation().detach(), translation=params.translation().detach(),
         loss_before=float(loss0), loss_after=best_loss, iou_before=float(iou0), iou_after=best_iou,
         iterations=iterations, improved=improved, seconds=time.perf_counter() - start, history=history,
-        mask_offset=-float(params.dilation.detach()))
+        mask_offset=-float(params.dilation.detach()), visible=visible)

@@ -56,6 +56,7 @@ class PoseOutcome:
     seconds: float
     history: list[float] = field(default_factory=list)
     mask_offset: float = 0.0   # how much wider the mask is than the fitted car (image pixels, < 0: thinner)
+    visible: float = 1.0       # mask area over the area of the car rendered alone at the start (`visible_fraction`)
 
 
 Frame = Callable[[View, torch.Tensor], None]
