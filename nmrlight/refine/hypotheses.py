@@ -241,9 +241,8 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
     `accept_min_iou` (the refined car does not explain its own mask: a mostly hidden car slid off its
     sliver of mask, or along it, where occlusion hides what would say so), or it moved along its ray by
     more than `accept_large_move` (fraction of the depth of `start`, the detector's translation) and
-    ended below `accept_large_move_iou` (a large move must explain the mask well: a partly hidden car
-    walked to a farther or nearer compromise that fits its visible part no better than roughly).
-    None: no check."""
+    ended below `accept_large_move_iou` (a large move must end in a good fit: partly hidden cars walked
+    to a farther or nearer pose that fits their visible part only roughly). None: no check."""
     if not outcome.improved:
         return outcome, None
     if config.accept_iou_drop is not None and outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
@@ -256,9 +255,4 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
             return replace(outcome, improved=False), (
                 f"moved {100 * move:.1f} % in depth to IoU {outcome.iou_after:.3f}, below "
                 f"{config.accept_large_move_iou:g}")
-    return outcome, None
-    if config.accept_iou_drop is not None and outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
-        return replace(outcome, improved=False), f"IoU fell {outcome.iou_before:.3f} -> {outcome.iou_after:.3f}"
-    if config.accept_min_iou is not None and outcome.iou_after < config.accept_min_iou:
-        return replace(outcome, improved=False), f"IoU {outcome.iou_after:.3f} below {config.accept_min_iou:g}"
     return outcome, None
