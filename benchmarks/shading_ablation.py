@@ -78,9 +78,10 @@ def table(out: Path, folders: list[Path], near: float) -> str:
         for folder, path in zip(folders, files, strict=True):
             saved = json.loads(path.read_text())
             pair = read_pairing(folder)
+            folder_truth = read_poses(folder / "train.csv")
             for image_id, cars in read_poses(folder / "predictions.csv").items():
                 key = f"{folder.name}/{image_id}"
-                truth[key] = read_poses(folder / "train.csv").get(image_id, [])
+                truth[key] = folder_truth.get(image_id, [])
                 before[key] = cars
                 after[key] = [CarPose(int(m), tuple(r), tuple(t), c) for m, r, t, c in saved[image_id]["poses"]]
                 seconds[key] = saved[image_id]["seconds"]
