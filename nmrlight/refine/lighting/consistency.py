@@ -53,8 +53,10 @@ def split_halves(samples: list[LightSample]) -> tuple[list[int], list[int]] | No
     """Two disjoint sets of usable cars, dealt alternately by the azimuth of their mean normal; None with
     fewer than two cars. (The single split of the previous round; `azimuth_splits` draws several.)"""
     usable = _by_azimuth(samples)
-    if len(usable) < 2:
-        return None
+    return _alternate(usable) if len(usable) >= 2 else None
+
+
+def _alternate(usable: list[int]) -> tuple[list[int], list[int]]:
     return usable[0::2], usable[1::2]
 
 
@@ -63,10 +65,10 @@ def azimuth_splits(samples: list[LightSample], count: int, seed: int = 0) -> lis
     neighbouring pair gives one car to each half, an odd last car goes to either. The first split is the
     alternating deal (`split_halves`), the others toss a seeded coin for each pair. Fewer when fewer
     distinct splits exist (2 cars: one); none with fewer than two cars."""
-    first = split_halves(samples)
-    if first is None:
-        return []
     usable = _by_azimuth(samples)
+    if len(usable) < 2:
+        return []
+    first = _alternate(usable)
     rng = np.random.default_rng(seed)
     out, seen = [first], {frozenset((tuple(sorted(first[0])), tuple(sorted(first[1]))))}
     for _ in range(8 * count):
