@@ -125,6 +125,21 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
 
 
+def test_global_stage_takes_a_flip_only_when_it_fits_well(picture) -> None:
+    """The same flipped start: the refined flip fits (IoU > 0.75, taken by default); asked for a fit it
+    cannot reach, the stage keeps the refinement from the detector's start."""
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    taken = refine_global(problem, LIGHT, FLIPS)
+    assert taken.chosen.flipped and taken.outcome.iou_after >= FLIPS.global_switch_min_iou
+    unreachable = min(1.0, taken.outcome.iou_after + 0.01)
+    strict = refine_global(problem, LIGHT, replace(FLIPS, global_switch_min_iou=unreachable))
+    assert not strict.chosen.flipped
+    assert "+180deg x1" in strict.refined     # refined, and it had the lower loss, but not taken
+    assert strict.refined["+180deg x1"] < strict.refined["+0deg x1"]
+    assert torch.allclose(strict.outcome.rotation, strict.detector.rotation)
+
+
 def test_global_stage_keeps_a_correct_heading(picture) -> None:
     """A car that starts near the truth is not flipped."""
     start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])

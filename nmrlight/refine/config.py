@@ -104,7 +104,8 @@ class RefineConfig:
     global_edge_weight: float = 0.5      # photo-edge term's weight in the coarse score
     global_refine: int = 1               # hypotheses refined besides the detector's
     global_refine_margin: float = 0.1    # ... only those whose coarse score is within this of the detector's
-    global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this
+    global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this ...
+    global_switch_min_iou: float | None = 0.75  # ... and end with at least this IoU with its mask (None: any)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

@@ -12,9 +12,11 @@ detector's pose is refined as without the stage; the best other hypotheses whose
 close to it are screened (`global_screen`: refined with the coarsest stage only, then judged against
 the detector's refined pose in one common view), and only those that pass are refined fully
 (`refine_pose`, a black box). The winner is the lowest final loss, an alternative only when it beats
-the detector's start and refinement by `global_switch_margin`. `accept` (used with or without the
-global stage): the final pose must fit the mask about as well as the detector's pose did (IoU), else
-the car keeps the detector's pose (a wrong basin is not an improvement).
+the detector's start and refinement by `global_switch_margin` and ends with an IoU of at least
+`global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits).
+`accept` (used with or without the global stage): a refined pose that does not explain its own mask
+(final IoU too low, or a large move along the ray to a middling fit) is not taken; the car keeps the
+detector's pose (a wrong basin is not an improvement).
 """
 
 from __future__ import annotations
@@ -217,10 +219,12 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
             if judged[h.label()] > judged[detector.label()] - config.global_screen_margin:
                 continue
         outcomes[h] = refine_pose(start, lighting, config)
-    # an alternative wins only when its final loss beats the detector's start and refinement by a margin
+    # an alternative wins only when its final loss beats the detector's start and refinement by a margin,
+    # and it ends in a good fit (a flip decided on a poorly fitted sliver of mask is a guess)
     best_h, best = detector, base
+    min_iou = config.global_switch_min_iou
     for h, o in outcomes.items():
-        if h.is_detector:
+        if h.is_detector or (min_iou is not None and o.iou_after < min_iou):
             continue
         if o.loss_after < min(best.loss_after, base.loss_before) - config.global_switch_margin:
             best_h, best = h, o
