@@ -14,6 +14,7 @@ from nmrlight.procedural import car_for_model
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.hypotheses import (
     Hypothesis,
+    _detector_heading_at,
     accept,
     coarse_scores,
     heading_turn,
@@ -21,7 +22,7 @@ from nmrlight.refine.hypotheses import (
     refine_global,
     start_pose,
 )
-from nmrlight.refine.pose import CarProblem, PoseOutcome
+from nmrlight.refine.pose import CarProblem, PoseOutcome, refine_pose
 from nmrlight.refine.window import crop, projected_box
 from nmrlight.render import render
 from nmrlight.rotations import geodesic_angle_deg, kaggle_to_matrix
@@ -120,6 +121,8 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     # refined in full (the screening rule)
     assert found.judged["+180deg x1"] < found.judged["+0deg x1"] - FLIPS.global_screen_margin
     assert "+180deg x1" in found.refined
+    # the flipped (detector's) heading refined again from where the flip ended fits worse there
+    assert found.recheck is not None and found.recheck > found.outcome.loss_after
     # the plain refinement from the flipped start stays flipped (the local basin)
     plain = found.detector
     assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
@@ -257,3 +260,21 @@ def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(pict
     with open(tmp_path / "refined.csv") as f:
         row = next(csv.DictReader(f))
     assert float(row["Confidence"]) == pytest.approx(car.refined.confidence)
+
+
+def test_recheck_refines_the_detector_heading_from_the_winners_position(picture) -> None:
+    """A flip that won only because the detector's refinement stuck 30 % too far: the detector's (right)
+    heading refined from the flip's position reaches the truth and fits better than the flip there,
+    with the prior still centred on the detector's pose (so the losses compare like for like)."""
+    far = tuple(1.3 * x for x in TRUE_T)
+    problem = _problem(picture, TRUE_ANGLES, far)
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    flip = refine_pose(replace(problem, rotation=_rotation(flipped), translation=torch.tensor(TRUE_T)), LIGHT, FLIPS)
+    again = _detector_heading_at(problem, flip, LIGHT, FLIPS)
+    rotation_error = float(geodesic_angle_deg(again.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    depth_error = abs(float(again.translation[2]) / TRUE_T[2] - 1.0)
+    assert rotation_error < 3.0 and depth_error < 0.05   # the prior, 30 % away, holds it back a little
+    assert again.loss_after < flip.loss_after
+    # the same start with the prior centred on it instead: a different (prior-free) loss, lower at the truth
+    centred_here = refine_pose(replace(problem, translation=flip.translation.detach().clone()), LIGHT, FLIPS)
+    assert centred_here.loss_after < again.loss_after

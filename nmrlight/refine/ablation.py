@@ -55,6 +55,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
                                                                 **_LOCAL},
     "local refinement (default)": {},
     "+ global stage": {"global_stage": True},
+    "+ global stage without the heading recheck": {"global_stage": True, "global_recheck": False},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
     "+ ground plane": {"ground_plane": True},

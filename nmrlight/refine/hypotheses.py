@@ -13,7 +13,9 @@ close to it are screened (`global_screen`: refined with the coarsest stage only,
 the detector's refined pose in one common view), and only those that pass are refined fully
 (`refine_pose`, a black box). The winner is the lowest final loss, an alternative only when it beats
 the detector's start and refinement by `global_switch_margin` and ends with an IoU of at least
-`global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits).
+`global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits),
+and (`global_recheck`) when the detector's heading, refined again from the winner's position, does not
+fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth).
 `accept` (used with or without the global stage): a refined pose that does not explain its own mask
 (final IoU too low, or a large move along the ray to a middling fit) is not taken; the car keeps the
 detector's pose (a wrong basin is not an improvement).
@@ -75,13 +77,15 @@ class GlobalOutcome:
     detector: PoseOutcome | None = None   # the refinement started from the detector's pose
     seconds: float = 0.0
     judged: dict[str, float] = field(default_factory=dict)   # screening: label -> loss in the common view
+    recheck: float | None = None  # final loss of the detector's heading refined from the turned winner's position
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
                 "coarse": [[s.hypothesis.label(), round(s.score, 4)] for s in self.scored[:5]],
                 "refined": {k: round(v, 4) for k, v in self.refined.items()},
                 "margin": round(self.margin, 4), "seconds": round(self.seconds, 3),
-                "judged": {k: round(v, 4) for k, v in self.judged.items()}}
+                "judged": {k: round(v, 4) for k, v in self.judged.items()},
+                "recheck": None if self.recheck is None else round(self.recheck, 4)}
 
 
 def _wrap_deg(angle: float) -> float:
@@ -228,6 +232,13 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
             continue
         if o.loss_after < min(best.loss_after, base.loss_before) - config.global_switch_margin:
             best_h, best = h, o
+    recheck = None
+    if config.global_recheck and best_h.heading_deg != 0.0:
+        again = _detector_heading_at(problem, best, lighting, config)
+        recheck = again.loss_after
+        spent_seconds, spent_iterations = spent_seconds + again.seconds, spent_iterations + again.iterations
+        if again.loss_after <= best.loss_after:
+            best_h, best = detector, again
     finals = sorted(o.loss_after for o in outcomes.values())
     margin = finals[1] - finals[0] if len(finals) > 1 else 0.0
     chosen = replace(best, loss_before=base.loss_before, iou_before=base.iou_before,
@@ -235,7 +246,19 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                      iterations=sum(o.iterations for o in outcomes.values()) + spent_iterations,
                      improved=best.loss_after < base.loss_before)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
-                         margin, base, time.perf_counter() - began, judged)
+                         margin, base, time.perf_counter() - began, judged, recheck)
+
+
+def _detector_heading_at(problem: CarProblem, winner: PoseOutcome, lighting: Lighting,
+                         config: RefineConfig) -> PoseOutcome:
+    """The detector's heading refined from where a turned (flipped) alternative ended, the prior still on
+    the detector's pose. A flip can win only because the detector's own refinement stuck at a wrong
+    depth; compared at the same position, the heading alone decides (docs/accuracy.md)."""
+    centre_r = problem.prior_rotation if problem.prior_rotation is not None else problem.rotation
+    centre_t = problem.prior_translation if problem.prior_translation is not None else problem.translation
+    start = replace(problem, translation=winner.translation.detach().clone(), prior_rotation=centre_r,
+                    prior_translation=centre_t)
+    return refine_pose(start, lighting, config)
 
 
 def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | None = None
