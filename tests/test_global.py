@@ -121,8 +121,9 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     # refined in full (the screening rule)
     assert found.judged["+180deg x1"] < found.judged["+0deg x1"] - FLIPS.global_screen_margin
     assert "+180deg x1" in found.refined
-    # the flipped (detector's) heading refined again from where the flip ended fits worse there
-    assert found.recheck is not None and found.recheck > found.outcome.loss_after
+    # the flipped (detector's) heading refined again from where the flip ended fits worse there, by
+    # more than the switch margin (the flip stands only then)
+    assert found.recheck is not None and found.recheck > found.outcome.loss_after + FLIPS.global_switch_margin
     # the plain refinement from the flipped start stays flipped (the local basin)
     plain = found.detector
     assert float(geodesic_angle_deg(plain.rotation.double().numpy(), kaggle_to_matrix(np.array(TRUE_ANGLES)))) > 90
@@ -278,3 +279,20 @@ def test_recheck_refines_the_detector_heading_from_the_winners_position(picture)
     # the same start with the prior centred on it instead: a different (prior-free) loss, lower at the truth
     centred_here = refine_pose(replace(problem, translation=flip.translation.detach().clone()), LIGHT, FLIPS)
     assert centred_here.loss_after < again.loss_after
+
+
+def test_the_priors_weight_is_read_at_its_centre_whatever_the_start(picture) -> None:
+    """Refinements of one car from different starts with the prior centred on the detector's pose weigh
+    the prior alike (the visible fraction at the centre), so their final losses compare (the recheck)."""
+    detector = tuple(1.1 * x for x in TRUE_T)
+    problem = replace(_problem(picture, TRUE_ANGLES, detector), prior_rotation=_rotation(TRUE_ANGLES),
+                      prior_translation=torch.tensor(detector))
+    judge = replace(FLIPS, stages=((64, "analytic", 2.0, 0),))
+    near = refine_pose(replace(problem, translation=torch.tensor([0.8 * x for x in TRUE_T])), LIGHT, judge)
+    far = refine_pose(replace(problem, translation=torch.tensor([1.3 * x for x in TRUE_T])), LIGHT, judge)
+    at_centre = refine_pose(replace(problem, translation=torch.tensor(detector)), LIGHT, judge)
+    assert near.visible == pytest.approx(far.visible) == pytest.approx(at_centre.visible)
+    # without a centre of its own the start decides: a nearer car renders larger, less of it visible
+    free = replace(problem, prior_rotation=None, prior_translation=None)
+    near_free = refine_pose(replace(free, translation=torch.tensor([0.8 * x for x in TRUE_T])), LIGHT, judge)
+    assert near_free.visible < 0.85 * at_centre.visible

@@ -25,15 +25,17 @@ def scene():
     return two_car_problem(0.06, (0.15, 0.0, 0.5))
 
 
-@pytest.mark.parametrize("sigma", [1.5, 0.0])
-def test_local_model_gradient_is_autograds_and_its_hessian_is_positive(scene, sigma):
+@pytest.mark.parametrize("sigma, offset", [(1.5, 0.4), (0.0, 0.4), (1.5, -9.0)])
+def test_local_model_gradient_is_autograds_and_its_hessian_is_positive(scene, sigma, offset):
+    """Also with the mask offset beyond its range (-9 px): the mask then stays put, only the prior acts."""
     problem, lighting, _, _ = scene
     config = RefineConfig()
     params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
+    distance = signed_distance(problem.mask)
+    params.bound_dilation(float(distance.max()), config)
     with torch.no_grad():
-        params.dilation += 0.4
-    view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, sigma,
-                     sdf=signed_distance(problem.mask))
+        params.dilation += offset
+    view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, sigma, sdf=distance)
     loss, _, _ = car_view.evaluate(params, problem, view, lighting, config, "analytic", sigma)
     loss.backward()
     expected = torch.cat([p.grad.reshape(-1) for p in params.parameters()]).double()
@@ -135,3 +137,37 @@ def test_the_cli_names_a_bad_optimizer(tmp_path, monkeypatch, capsys, args, mess
         main()
     assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_mask_offset_cannot_erase_the_mask_a_car_misses():
+    """A car rendered beside its mask (IoU 0) lowers its silhouette term by eroding the mask away;
+    the offset acts only within its range (3 px, and half the mask's thickness), so eroding further
+    gains nothing, and refine_pose reports an offset inside it."""
+    from dataclasses import replace
+
+    problem, lighting, _, _ = two_car_problem(0.0, (2.5, 0.0, 0.0))
+    distance = signed_distance(problem.mask)
+    view = make_view(problem.camera, problem.box, 96, problem.photo, problem.mask, None, 1, 0.0, sdf=distance)
+
+    def image_loss(config: RefineConfig, offset: float) -> float:
+        params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
+        params.bound_dilation(float(distance.max()), config)
+        with torch.no_grad():
+            params.dilation.fill_(offset)
+            loss, iou, _ = car_view.evaluate(params, problem, view, lighting, replace(config, prior_weight=0.0),
+                                             "analytic", 0.0)
+        assert float(iou) < 0.05
+        return float(loss)
+
+    unbounded = RefineConfig(dilation_max=None)
+    assert image_loss(unbounded, -12.0) < image_loss(unbounded, -3.0) - 0.2 < image_loss(unbounded, 0.0) - 0.4
+    bounded = RefineConfig()
+    assert image_loss(bounded, -12.0) == pytest.approx(image_loss(bounded, -3.0), abs=1e-6)
+    assert image_loss(bounded, 12.0) == pytest.approx(image_loss(bounded, 3.0), abs=1e-6)
+    # a thin mask: erosion limited to half its largest inscribed radius
+    thin = RefineConfig(dilation_max=3.0, dilation_max_erode=0.5)
+    params = pose.PoseParams(problem.rotation, problem.translation, problem.camera)
+    params.bound_dilation(2.0, thin)
+    assert params.dilation_range == (-1.0, 3.0)
+    outcome = pose.refine_pose(problem, lighting, RefineConfig(align_start=False))
+    assert -3.0 - 1e-6 <= outcome.mask_offset <= 3.0 + 1e-6

@@ -64,7 +64,7 @@ def car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOu
     loss = alpha.sum() * 0.0
     sil_weight = view.cache.get("silhouette_weight", view.weight)  # coarse masks: band left out
     if use_sil and config.fit_dilation and view.sdf is not None:
-        mask = grown_mask(view, params.dilation)
+        mask = grown_mask(view, params.acting_dilation())
         norm = (view.weight * view.mask).sum()
         if view.sigma > 0:
             sil = silhouette_loss(gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma), sil_weight, norm)
@@ -121,8 +121,9 @@ def linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
         height, width = alpha.shape
         columns = jac.view(6, height, width)
         if config.fit_dilation and view.sdf is not None:   # residual alpha - grown mask
-            inner = view.sdf.double() + float(params.dilation.detach()) * view.scale + 0.5
-            columns = torch.cat([columns, (-view.scale * ((inner >= 0) & (inner <= 1)).double())[None]])
+            inner = view.sdf.double() + float(params.acting_dilation().detach()) * view.scale + 0.5
+            slope = -view.scale if params.dilation_free() else 0.0   # clamped: the mask does not move
+            columns = torch.cat([columns, (slope * ((inner >= 0) & (inner <= 1)).double())[None]])
             area = (view.weight * view.mask).sum()
         else:
             area = (view.cache.get("silhouette_weight", view.weight)
@@ -176,13 +177,17 @@ def photo_edges(view: View, sigma: float) -> torch.Tensor:
     return view.cache[key]
 
 
-def visible_fraction(params: PoseParams, problem: CarProblem, view: View) -> float:
-    """Area of the car's mask over the area of the car rendered alone at its current pose (in `view`).
+def visible_fraction(params: PoseParams, problem: CarProblem, view: View, rotation: torch.Tensor | None = None,
+                     translation: torch.Tensor | None = None) -> float:
+    """Area of the car's mask over the area of the car rendered alone at its current pose, or at
+    (rotation, translation) when given (in `view`).
 
     Small when the car is mostly hidden behind nearer cars or cut by the image border: its few
     visible pixels then say little about where the car is.
     """
-    car = MeshObject(problem.vertices, problem.faces, params.rotation().detach(), params.translation().detach())
+    if rotation is None or translation is None:
+        rotation, translation = params.rotation().detach(), params.translation().detach()
+    car = MeshObject(problem.vertices, problem.faces, rotation.float(), translation.float())
     with torch.no_grad():
         alone = render(Scene([car]), view.camera, None, edges="none", outputs=set())
     area = float((alone.object_id == 0).sum())

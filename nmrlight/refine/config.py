@@ -74,6 +74,11 @@ class RefineConfig:
     fit_dilation: bool = True
     lr_dilation: float = 0.1             # Adam step, image pixels
     dilation_sigma: float = 1.5          # prior width of the offset, image pixels
+    # the offset's range: at most this many image pixels either way, and an erosion of at most
+    # `dilation_max_erode` x the mask's thickness (its largest inscribed radius), so that the offset
+    # can neither erase a sliver of mask nor grow it to fit a car it does not show (None: unbounded)
+    dilation_max: float | None = 3.0
+    dilation_max_erode: float = 0.5
     # the photo's own edges along the rendered outline: unbiased by the mask's dilation, they pin
     # the car's size (depth) and its outline's shape (rotation); no lighting model involved
     weight_edges: float = 0.5
@@ -107,7 +112,7 @@ class RefineConfig:
     global_refine_margin: float = 0.1    # ... only those whose coarse score is within this of the detector's
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this ...
     global_switch_min_iou: float | None = 0.75  # ... and end with at least this IoU with its mask (None: any) ...
-    global_recheck: bool = True          # ... and beat the detector's heading refined again from its position
+    global_recheck: bool = True          # ... and beat, by that margin, the detector's heading refined again there
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

@@ -237,7 +237,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         again = _detector_heading_at(problem, best, lighting, config)
         recheck = again.loss_after
         spent_seconds, spent_iterations = spent_seconds + again.seconds, spent_iterations + again.iterations
-        if again.loss_after <= best.loss_after:
+        # the turn must beat the detector's heading at its own position by the same margin; if it does
+        # not, the recheck is taken (it started where the image evidence led the turn)
+        if again.loss_after < best.loss_after + config.global_switch_margin:
             best_h, best = detector, again
     finals = sorted(o.loss_after for o in outcomes.values())
     margin = finals[1] - finals[0] if len(finals) > 1 else 0.0

@@ -31,6 +31,7 @@ class PoseParams:
         self.log_z = torch.tensor(math.log(z), requires_grad=True)
         self.log_z0 = math.log(z)
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
+        self.dilation_range: tuple[float, float] = (-math.inf, math.inf)  # where it acts (`bound_dilation`)
         self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
         # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
         self.omega_prior = torch.zeros(3)
@@ -41,6 +42,25 @@ class PoseParams:
         """Centre the prior on another pose (e.g. the detector's, when refining from a refined pose)."""
         self.omega_prior = so3_log(rotation.detach().float() @ self.R0.T).float()
         self.log_z_prior = math.log(float(translation[2]))
+
+    def bound_dilation(self, mask_thickness: float, config: RefineConfig) -> None:
+        """Limit the offset that acts on the mask (`config.dilation_max`): a car whose render misses
+        its sliver of mask would otherwise erode the sliver away (or grow it over the car) instead of
+        moving; `mask_thickness` is the mask's largest inscribed radius (image pixels)."""
+        if config.dilation_max is None:
+            return
+        erode = min(config.dilation_max, config.dilation_max_erode * max(mask_thickness, 0.0))
+        self.dilation_range = (-erode, config.dilation_max)
+
+    def acting_dilation(self) -> torch.Tensor:
+        """The offset that grows the mask: `dilation` clamped to its range (beyond it only the prior acts)."""
+        low, high = self.dilation_range
+        return self.dilation.clamp(low, high)
+
+    def dilation_free(self) -> bool:
+        """Whether the offset is inside its range (its image terms' derivative is then not zero)."""
+        low, high = self.dilation_range
+        return low < float(self.dilation.detach()) < high
 
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]

@@ -114,6 +114,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         params.centre_prior(problem.prior_rotation, problem.prior_translation)
     stages = car_stages(config, problem.box)
     distance = signed_distance(problem.mask) if config.fit_dilation else False  # once for all views
+    if config.fit_dilation:
+        params.bound_dilation(float(distance.max()) if distance.size else 0.0, config)
     views = [make_view(problem.camera, problem.box, size, problem.photo, problem.mask, problem.hidden,
                        config.erode_pixels, sigma if edges == "analytic" else 0.0, sdf=distance)
              for size, edges, sigma, _ in stages]
@@ -125,7 +127,9 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         loss0, iou0, hard0 = car_view.evaluate(params, problem, final_view, lighting, config, final_edges, final_sigma)
     initial = params.state()
     best_state, best_loss, best_iou = initial, float(loss0), float(iou0)
-    visible = visible_fraction(params, problem, views[0])
+    # at the prior's centre when it is not the start (a recheck, a joint pass): every refinement of a
+    # car then weighs its prior alike, so their final losses compare
+    visible = visible_fraction(params, problem, views[0], problem.prior_rotation, problem.prior_translation)
     # the image terms are normalised by the mask's area, so a sliver of mask weighs as much as a
     # whole car: the prior grows as the evidence shrinks (mostly hidden cars stay near the detector's pose)
     params.prior_scale = min(max(1.0 / max(visible, 1e-6), 1.0), config.max_prior_scale)
@@ -186,4 +190,4 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
         rotation=params.rotation().detach(), translation=params.translation().detach(),
         loss_before=float(loss0), loss_after=best_loss, iou_before=float(iou0), iou_after=best_iou,
         iterations=iterations, improved=improved, seconds=time.perf_counter() - start, history=history,
-        mask_offset=-float(params.dilation.detach()), visible=visible)
+        mask_offset=-float(params.acting_dilation().detach()), visible=visible)
