@@ -19,6 +19,7 @@ from nmrlight.refine.hypotheses import (
     coarse_scores,
     heading_turn,
     hypotheses,
+    prior_centre,
     refine_global,
     start_pose,
 )
@@ -296,3 +297,23 @@ def test_the_priors_weight_is_read_at_its_centre_whatever_the_start(picture) -> 
     free = replace(problem, prior_rotation=None, prior_translation=None)
     near_free = refine_pose(replace(free, translation=torch.tensor([0.8 * x for x in TRUE_T])), LIGHT, judge)
     assert near_free.visible < 0.85 * at_centre.visible
+
+
+def test_only_a_flip_moves_the_priors_centre(picture) -> None:
+    """A flip is another detection (its prior turns with it); a small turn or another depth is only
+    another start: its prior stays on the detector's pose, so its final loss compares with the
+    detector's refinement under the same prior."""
+    problem = _problem(picture, TRUE_ANGLES, TRUE_T)
+    detector = problem.rotation.float()
+    for heading in (180.0, 195.0, 165.0, -170.0):
+        centre = prior_centre(problem, Hypothesis(heading, 1.0))
+        assert torch.allclose(centre, detector @ heading_turn(180.0), atol=1e-6)
+    for heading, factor in ((8.0, 1.0), (-30.0, 1.0), (0.0, 1.2), (15.0, 0.8)):
+        assert torch.allclose(prior_centre(problem, Hypothesis(heading, factor)), detector)
+    # a small turn refined from its start under the detector's prior ends where the detector's own
+    # refinement does, at the same loss (both start within the basin of this clean picture)
+    config = replace(FLIPS, global_headings_deg=(180.0, 8.0), global_refine=2, global_screen=False)
+    start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])
+    found = refine_global(_problem(picture, start, TRUE_T), LIGHT, config)
+    assert "+8deg x1" in found.refined
+    assert found.refined["+8deg x1"] == pytest.approx(found.refined["+0deg x1"], abs=2e-3)

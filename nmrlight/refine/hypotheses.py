@@ -116,6 +116,14 @@ def start_pose(problem: CarProblem, h: Hypothesis) -> tuple[torch.Tensor, torch.
     return rotation, problem.translation.float() * h.depth_factor
 
 
+def prior_centre(problem: CarProblem, h: Hypothesis) -> torch.Tensor:
+    """The rotation a hypothesis' prior is centred on: the detector's, or its flip for the turns nearer
+    180 deg than 0 (a flip is another detection; a small turn or another depth only another start, so
+    its final loss compares with the detector's under the same prior)."""
+    flipped = abs(_wrap_deg(h.heading_deg)) > 90.0
+    return problem.rotation.float() @ heading_turn(180.0) if flipped else problem.rotation.float()
+
+
 def coarse_scores(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                   candidates: list[Hypothesis]) -> list[Scored]:
     """Each hypothesis rendered once (hard, `global_size` pixels) and scored; sorted, best first."""
@@ -215,7 +223,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         if h.is_detector:
             continue
         rotation, translation = start_pose(problem, h)
-        start = replace(problem, rotation=rotation, translation=translation)
+        start = replace(problem, rotation=rotation, translation=translation,
+                        prior_rotation=prior_centre(problem, h), prior_translation=problem.translation)
         if config.global_screen:
             screened = refine_pose(start, lighting, screen_config(config))
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
