@@ -16,6 +16,7 @@ the detector's start and refinement by `global_switch_margin` and ends with an I
 `global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits),
 and (`global_recheck`) when the detector's heading, refined again from the winner's position, does not
 fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth).
+Every start keeps its prior on the detector's pose (a flip on the flipped pose), so final losses compare.
 `accept` (used with or without the global stage): a refined pose that does not explain its own mask
 (final IoU too low, or a large move along the ray to a middling fit) is not taken; the car keeps the
 detector's pose (a wrong basin is not an improvement).
@@ -120,8 +121,8 @@ def prior_centre(problem: CarProblem, h: Hypothesis) -> torch.Tensor:
     """The rotation a hypothesis' prior is centred on: the detector's, or its flip for the turns nearer
     180 deg than 0 (a flip is another detection; a small turn or another depth only another start, so
     its final loss compares with the detector's under the same prior)."""
-    flipped = abs(_wrap_deg(h.heading_deg)) > 90.0
-    return problem.rotation.float() @ heading_turn(180.0) if flipped else problem.rotation.float()
+    detector = (problem.prior_rotation if problem.prior_rotation is not None else problem.rotation).float()
+    return detector @ heading_turn(180.0) if abs(_wrap_deg(h.heading_deg)) > 90.0 else detector
 
 
 def coarse_scores(problem: CarProblem, lighting: Lighting, config: RefineConfig,
@@ -223,8 +224,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         if h.is_detector:
             continue
         rotation, translation = start_pose(problem, h)
+        centre_t = problem.prior_translation if problem.prior_translation is not None else problem.translation
         start = replace(problem, rotation=rotation, translation=translation,
-                        prior_rotation=prior_centre(problem, h), prior_translation=problem.translation)
+                        prior_rotation=prior_centre(problem, h), prior_translation=centre_t)
         if config.global_screen:
             screened = refine_pose(start, lighting, screen_config(config))
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
