@@ -121,7 +121,7 @@ def prior_centre(problem: CarProblem, h: Hypothesis) -> torch.Tensor:
     """The rotation a hypothesis' prior is centred on: the detector's, or its flip for the turns nearer
     180 deg than 0 (a flip is another detection; a small turn or another depth only another start, so
     its final loss compares with the detector's under the same prior)."""
-    detector = (problem.prior_rotation if problem.prior_rotation is not None else problem.rotation).float()
+    detector = problem.prior_pose()[0].float()
     return detector @ heading_turn(180.0) if abs(_wrap_deg(h.heading_deg)) > 90.0 else detector
 
 
@@ -224,9 +224,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         if h.is_detector:
             continue
         rotation, translation = start_pose(problem, h)
-        centre_t = problem.prior_translation if problem.prior_translation is not None else problem.translation
         start = replace(problem, rotation=rotation, translation=translation,
-                        prior_rotation=prior_centre(problem, h), prior_translation=centre_t)
+                        prior_rotation=prior_centre(problem, h), prior_translation=problem.prior_pose()[1])
         if config.global_screen:
             screened = refine_pose(start, lighting, screen_config(config))
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
@@ -267,8 +266,7 @@ def _detector_heading_at(problem: CarProblem, winner: PoseOutcome, lighting: Lig
     """The detector's heading refined from where a turned (flipped) alternative ended, the prior still on
     the detector's pose. A flip can win only because the detector's own refinement stuck at a wrong
     depth; compared at the same position, the heading alone decides (docs/accuracy.md)."""
-    centre_r = problem.prior_rotation if problem.prior_rotation is not None else problem.rotation
-    centre_t = problem.prior_translation if problem.prior_translation is not None else problem.translation
+    centre_r, centre_t = problem.prior_pose()
     start = replace(problem, translation=winner.translation.detach().clone(), prior_rotation=centre_r,
                     prior_translation=centre_t)
     return refine_pose(start, lighting, config)

@@ -42,6 +42,12 @@ class CarProblem:
     prior_rotation: torch.Tensor | None = None
     prior_translation: torch.Tensor | None = None
 
+    def prior_pose(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (rotation, translation) the prior is centred on: the given centre, else the initial pose."""
+        rotation = self.prior_rotation if self.prior_rotation is not None else self.rotation
+        translation = self.prior_translation if self.prior_translation is not None else self.translation
+        return rotation, translation
+
 
 @dataclass
 class PoseOutcome:
