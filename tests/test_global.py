@@ -145,6 +145,17 @@ def test_global_stage_takes_a_flip_only_when_it_fits_well(picture) -> None:
     assert torch.allclose(strict.outcome.rotation, strict.detector.rotation)
 
 
+def test_global_stage_tries_no_alternative_for_a_car_it_sees_too_little_of(picture) -> None:
+    """The flipped start again: with the visibility gate above the car's visible fraction the flip is
+    neither screened nor refined, and the refinement from the detector's start stands."""
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    problem = _problem(picture, flipped, TRUE_T)
+    found = refine_global(problem, LIGHT, replace(FLIPS, global_min_visible=1.5))
+    assert 0.8 < found.detector.visible < 1.5
+    assert not found.chosen.flipped and list(found.refined) == ["+0deg x1"] and not found.judged
+    assert torch.allclose(found.outcome.rotation, found.detector.rotation)
+
+
 def test_global_stage_keeps_a_correct_heading(picture) -> None:
     """A car that starts near the truth is not flipped."""
     start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(3.0), TRUE_ANGLES[2])

@@ -460,3 +460,47 @@ def test_an_unknown_optimizer_is_named(scene) -> None:
     problem = _problem(scene, 1, [])
     with pytest.raises(NmrlightError, match="'newton'"):
         refine_pose(problem, Lighting(LIGHT[0], LIGHT[1], LIGHT[2]), RefineConfig(optimizer="newton"))
+
+
+def test_the_silhouette_term_is_worst_for_a_render_that_vanishes():
+    """2 (1 - Dice) on hard silhouettes: 0 at a fit, the symmetric difference over the mask's area near
+    it, at most 2, and 2 for a render that vanishes (a car slid behind a neighbour) or misses the mask,
+    so that neither scores better than a poor overlap with a render much larger than the mask."""
+    from nmrlight.refine.losses import silhouette_loss
+
+    def square(top: int, left: int, size: int) -> torch.Tensor:
+        out = torch.zeros(64, 64)
+        out[top:top + size, left:left + size] = 1.0
+        return out
+
+    mask = square(20, 20, 10)
+    assert float(silhouette_loss(mask, mask)) == 0.0
+    near = square(20, 21, 10)   # one column off: symmetric difference 20 over about 100 pixels
+    assert float(silhouette_loss(near, mask)) == pytest.approx(20 / 100)
+    large = square(10, 10, 30)  # contains the mask, IoU 0.11; over the mask's area alone it scored 8
+    assert float(silhouette_loss(large, mask)) == pytest.approx(800 / 500)
+    assert float(silhouette_loss(torch.zeros(64, 64), mask)) == pytest.approx(2.0)
+    assert float(silhouette_loss(square(40, 40, 20), mask)) == pytest.approx(2.0)
+    # don't-care pixels (a nearer car's mask) count in neither area
+    weight = torch.ones(64, 64)
+    weight[:, 30:] = 0.0
+    assert float(silhouette_loss(square(20, 20, 20), mask, weight)) == pytest.approx(100 / 150)
+
+
+def test_the_silhouette_terms_optimum_is_the_mask_for_blurred_silhouettes():
+    """Blurred render against blurred mask: the term's gradient vanishes at alpha = mask, and a blurred
+    render grown or shrunk by a pixel scores worse."""
+    from nmrlight.refine.losses import silhouette_loss
+    from nmrlight.refine.window import gaussian_blur
+
+    def disc(radius: float) -> torch.Tensor:
+        y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+        return (((x - 31.5) ** 2 + (y - 31.5) ** 2).sqrt() <= radius).float()
+
+    mask = gaussian_blur(disc(12.0), 2.0)
+    alpha = mask.clone().requires_grad_(True)
+    silhouette_loss(alpha, mask).backward()
+    assert float(alpha.grad.abs().max()) < 1e-6
+    fit = float(silhouette_loss(mask, mask))
+    assert fit < float(silhouette_loss(gaussian_blur(disc(11.0), 2.0), mask))
+    assert fit < float(silhouette_loss(gaussian_blur(disc(13.0), 2.0), mask))

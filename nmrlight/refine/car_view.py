@@ -17,7 +17,14 @@ import torch
 from nmrlight.errors import NmrlightError
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.linearise import LocalModel, alpha_jacobian, gauss_newton
-from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.losses import (
+    edge_alignment_loss,
+    edge_map,
+    grayscale_loss,
+    silhouette_loss,
+    silhouette_norm,
+    soft_iou,
+)
 from nmrlight.refine.params import PoseParams, prior, prior_hessian
 from nmrlight.refine.problem import CarProblem
 from nmrlight.refine.shading import material_grayscale_loss, material_objects
@@ -63,20 +70,9 @@ def car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOu
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
     sil_weight = view.cache.get("silhouette_weight", view.weight)  # coarse masks: band left out
-    if use_sil and config.fit_dilation and view.sdf is not None:
-        mask = grown_mask(view, params.acting_dilation())
-        norm = (view.weight * view.mask).sum()
-        if view.sigma > 0:
-            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma), sil_weight, norm)
-        else:
-            sil = silhouette_loss(alpha, mask, sil_weight, norm)
-        loss = loss + config.weight_silhouette * sil
-    elif use_sil:
-        if view.sigma > 0:  # blurred render against blurred mask: wide basin, exact optimum
-            sil = silhouette_loss(gaussian_blur(alpha, view.sigma), view.blurred_mask, sil_weight)
-        else:
-            sil = silhouette_loss(alpha, view.mask, sil_weight)
-        loss = loss + config.weight_silhouette * sil
+    if use_sil:
+        loss = loss + config.weight_silhouette * silhouette_loss(*silhouette_pair(params, view, config, alpha),
+                                                                 sil_weight)
     if materials:
         gray = material_grayscale_loss(out.image, hard, view.photo, view.interior, config.huber_delta,
                                        config.grayscale_trim)
@@ -93,6 +89,20 @@ def car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOu
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
     return loss, iou.detach(), hard
+
+
+def silhouette_pair(params: PoseParams, view: View, config: RefineConfig, alpha: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The render and the mask the silhouette term compares: the mask grown by the fitted offset when it
+    is fitted, both blurred alike in coarse stages (wide basin, exact optimum)."""
+    if config.fit_dilation and view.sdf is not None:
+        mask = grown_mask(view, params.acting_dilation())
+        if view.sigma > 0:
+            return gaussian_blur(alpha, view.sigma), gaussian_blur(mask, view.sigma)
+        return alpha, mask
+    if view.sigma > 0:
+        return gaussian_blur(alpha, view.sigma), view.blurred_mask
+    return alpha, view.mask
 
 
 def linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lighting, config: RefineConfig,
@@ -124,10 +134,8 @@ def linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
             inner = view.sdf.double() + float(params.acting_dilation().detach()) * view.scale + 0.5
             slope = -view.scale if params.dilation_free() else 0.0   # clamped: the mask does not move
             columns = torch.cat([columns, (slope * ((inner >= 0) & (inner <= 1)).double())[None]])
-            area = (view.weight * view.mask).sum()
-        else:
-            area = (view.cache.get("silhouette_weight", view.weight)
-                    * (view.blurred_mask if view.sigma > 0 else view.mask)).sum()
+        with torch.no_grad():
+            area = silhouette_norm(*silhouette_pair(params, view, config, alpha), weight.float())
         columns = gaussian_blur(columns, view.sigma)
         n = len(columns)
         hessian[:n, :n] += gauss_newton(columns, weight * config.weight_silhouette / max(float(area), 1.0))

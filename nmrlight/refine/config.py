@@ -113,6 +113,7 @@ class RefineConfig:
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this ...
     global_switch_min_iou: float | None = 0.75  # ... and end with at least this IoU with its mask (None: any) ...
     global_recheck: bool = True          # ... and beat, by that margin, the detector's heading refined again there
+    global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

@@ -209,13 +209,18 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     start is first refined with the coarsest stage only and judged against the detector's refined pose
     in one common view; only one whose loss there is below the detector's minus `global_screen_margin`
     (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
-    few coarse renders and a coarse screen unless an alternative looks as good."""
+    few coarse renders and a coarse screen unless an alternative looks as good. A car less visible than
+    `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative."""
     began = time.perf_counter()
     scored = coarse_scores(problem, lighting, config, hypotheses(config))
     shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
     detector = Hypothesis(0.0, 1.0)
     outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
     base = outcomes[detector]
+    if config.global_min_visible is not None and base.visible < config.global_min_visible:
+        # a sliver of a car shows too little to tell its front from its back (or its depth): at 7 %
+        # flipped headings a guess there is more often wrong than right
+        shortlist = [detector]
     spent_seconds, spent_iterations = 0.0, 0
     judged: dict[str, float] = {}
     if config.global_screen and len(shortlist) > 1:

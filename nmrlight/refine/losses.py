@@ -15,18 +15,23 @@ def soft_iou(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | Non
     return inter.sum() / union.sum().clamp_min(1e-6)
 
 
-def silhouette_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None,
-                    norm: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared silhouette difference over the mask area: sum w (alpha - mask)^2 / sum w mask.
+def silhouette_loss(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared silhouette difference over the mean of the two areas: sum w (alpha - mask)^2 / D.
 
-    For hard silhouettes this is the symmetric difference over the mask (about 2 (1 - IoU)); unlike
-    the soft IoU its optimum stays alpha = mask for soft silhouettes and soft (blurred) masks too.
-    Scale-free, so small and large cars weigh alike. `norm` replaces the mask area in the
-    denominator (e.g. the area of the unmodified mask when `mask` is grown by a fitted offset).
+    D = (sum w mask + sum w alpha) / 2. For hard silhouettes this is 2 (1 - Dice): 0 at alpha = mask,
+    2 when they do not overlap, and it stays alpha = mask at the optimum for soft (blurred) silhouettes
+    and masks too. Scale-free, so small and large cars weigh alike; near a fit (alpha ~ mask) it equals
+    the symmetric difference over the mask's area. Bounded: a render that vanishes (slid behind a
+    neighbour, or beside a mask shrunk by the fitted offset) scores the worst, 2, whereas over the mask's
+    area alone it scored 1, better than a poor overlap with a render larger than the mask.
     """
     w = torch.ones_like(mask) if weight is None else weight
-    area = (w * mask).sum() if norm is None else norm
-    return (w * (alpha - mask) ** 2).sum() / area.clamp_min(1.0)
+    return (w * (alpha - mask) ** 2).sum() / silhouette_norm(alpha, mask, w).clamp_min(1.0)
+
+
+def silhouette_norm(alpha: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The silhouette term's denominator: the mean of the mask's and the render's (weighted) areas."""
+    return 0.5 * ((weight * mask).sum() + (weight * alpha).sum())
 
 
 def fit_albedo(shading: torch.Tensor, photo: torch.Tensor) -> torch.Tensor:
