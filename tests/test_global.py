@@ -168,9 +168,10 @@ def test_global_stage_keeps_a_correct_heading(picture) -> None:
     assert list(found.refined) == ["+0deg x1"]
 
 
-def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: float = 0.0) -> PoseOutcome:
+def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: float = 0.0,
+             visible: float = 1.0) -> PoseOutcome:
     return PoseOutcome(torch.eye(3), torch.tensor([0.0, 0.0, depth]), 1.0, 0.5, iou_before, iou_after, 10,
-                       improved, 0.1)
+                       improved, 0.1, visible=visible)
 
 
 def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
@@ -192,6 +193,13 @@ def test_accept_rejects_a_pose_that_does_not_explain_its_mask() -> None:
     unmoved, why = accept(_outcome(0.10, 0.05, improved=False), config)
     assert not unmoved.improved and why is None            # nothing to reject: the start is kept anyway
     assert accept(_outcome(0.10, 0.25), RefineConfig(accept_min_iou=None))[0].improved
+    # a car mostly hidden (15 % of it visible) must explain its sliver of mask better
+    hidden = replace(config, accept_hidden_min_iou=0.5, accept_hidden_visible=0.2)
+    kept, why = accept(_outcome(0.10, 0.44, visible=0.15), hidden)
+    assert not kept.improved and "15 % visible, IoU 0.440 below 0.5" in why
+    assert accept(_outcome(0.10, 0.44, visible=0.25), hidden)[0].improved
+    assert accept(_outcome(0.10, 0.55, visible=0.15), hidden)[0].improved
+    assert accept(_outcome(0.10, 0.44, visible=0.15), replace(hidden, accept_hidden_min_iou=None))[0].improved
 
 
 def test_accept_rejects_a_large_move_that_fits_its_mask_poorly() -> None:

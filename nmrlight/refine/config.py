@@ -117,6 +117,8 @@ class RefineConfig:
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)
+    accept_hidden_min_iou: float | None = 0.5  # ... or below this for a car less visible than ...
+    accept_hidden_visible: float = 0.2       # ... this fraction (mask over its rendered area at the detector's pose)
     accept_large_move: float | None = 0.04  # ... or that moved more than this fraction of its depth (None: off)
     accept_large_move_iou: float = 0.75     # ... and ended below this IoU (docs/crowded.md)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)

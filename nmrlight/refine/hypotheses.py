@@ -282,7 +282,9 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
     """The outcome, or the detector's pose kept (improved False) when the evidence does not support
     the move: its overlap with the mask fell by more than `accept_iou_drop`, or ended below
     `accept_min_iou` (the refined car does not explain its own mask: a mostly hidden car slid off its
-    sliver of mask, or along it, where occlusion hides what would say so), or it moved along its ray by
+    sliver of mask, or along it, where occlusion hides what would say so) or, for a car less visible than
+    `accept_hidden_visible`, below `accept_hidden_min_iou` (a sliver moves a car on little evidence),
+    or it moved along its ray by
     more than `accept_large_move` (fraction of the depth of `start`, the detector's translation) and
     ended below `accept_large_move_iou` (a large move must end in a good fit: partly hidden cars walked
     to a farther or nearer pose that fits their visible part only roughly). None: no check."""
@@ -292,6 +294,10 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
         return replace(outcome, improved=False), f"IoU fell {outcome.iou_before:.3f} -> {outcome.iou_after:.3f}"
     if config.accept_min_iou is not None and outcome.iou_after < config.accept_min_iou:
         return replace(outcome, improved=False), f"IoU {outcome.iou_after:.3f} below {config.accept_min_iou:g}"
+    if (config.accept_hidden_min_iou is not None and outcome.visible < config.accept_hidden_visible
+            and outcome.iou_after < config.accept_hidden_min_iou):
+        return replace(outcome, improved=False), (f"{100 * outcome.visible:.0f} % visible, IoU "
+                                                  f"{outcome.iou_after:.3f} below {config.accept_hidden_min_iou:g}")
     if config.accept_large_move is not None and start is not None:
         move = abs(float(outcome.translation[2]) / float(start[2]) - 1.0)
         if move > config.accept_large_move and outcome.iou_after < config.accept_large_move_iou:
