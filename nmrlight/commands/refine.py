@@ -82,6 +82,11 @@ def register(app: typer.Typer) -> None:
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
                                              help=("Keep the detector's pose when the refined car's final IoU "
                                                    "with its own mask is below this (0: off; docs/crowded.md).")),
+        accept_hidden_min_iou: float = typer.Option(RefineConfig.accept_hidden_min_iou, "--accept-hidden-min-iou",
+                                                    min=0.0, max=1.0, help=(
+            "Keep the detector's pose of a car less than "
+            f"{100 * RefineConfig.accept_hidden_visible:g} % visible when its final IoU is below this (0: off; "
+            "docs/crowded.md).")),
         accept_large_move: float = typer.Option(RefineConfig.accept_large_move, "--accept-large-move", min=0.0,
                                                 help=("Keep the detector's pose when the car moved more than this "
                                                       "fraction of its depth and ended with an IoU below "
@@ -146,6 +151,7 @@ def register(app: typer.Typer) -> None:
                               global_min_visible=global_min_visible or None,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
+                              accept_hidden_min_iou=accept_hidden_min_iou or None,
                               shading_materials=shading_materials,
                               ground_plane=ground_plane,
                               mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)
