@@ -143,6 +143,13 @@ def test_global_stage_takes_a_flip_only_when_it_fits_well(picture) -> None:
     assert "+180deg x1" in strict.refined     # refined, and it had the lower loss, but not taken
     assert strict.refined["+180deg x1"] < strict.refined["+0deg x1"]
     assert torch.allclose(strict.outcome.rotation, strict.detector.rotation)
+    # a partly hidden car (here: the gate's visible fraction set above this car's) needs the higher bar
+    partial = refine_global(problem, LIGHT, replace(FLIPS, global_partial_visible=1.5,
+                                                    global_switch_min_iou_partial=unreachable))
+    assert not partial.chosen.flipped and "+180deg x1" in partial.refined
+    lenient = refine_global(problem, LIGHT, replace(FLIPS, global_partial_visible=1.5,
+                                                    global_switch_min_iou_partial=0.0))
+    assert lenient.chosen.flipped   # the bar is the higher of the two: 0.75 still holds, and is met
 
 
 def test_global_stage_tries_no_alternative_for_a_car_it_sees_too_little_of(picture) -> None:

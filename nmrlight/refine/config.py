@@ -114,6 +114,8 @@ class RefineConfig:
     global_switch_min_iou: float | None = 0.75  # ... and end with at least this IoU with its mask (None: any) ...
     global_recheck: bool = True          # ... and beat, by that margin, the detector's heading refined again there
     global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
+    global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
+    global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

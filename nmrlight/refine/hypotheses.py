@@ -210,7 +210,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     in one common view; only one whose loss there is below the detector's minus `global_screen_margin`
     (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
     few coarse renders and a coarse screen unless an alternative looks as good. A car less visible than
-    `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative."""
+    `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
+    one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`."""
     began = time.perf_counter()
     scored = coarse_scores(problem, lighting, config, hypotheses(config))
     shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
@@ -242,6 +243,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     # and it ends in a good fit (a flip decided on a poorly fitted sliver of mask is a guess)
     best_h, best = detector, base
     min_iou = config.global_switch_min_iou
+    if min_iou is not None and base.visible < config.global_partial_visible:  # a partly hidden car: a higher bar
+        min_iou = max(min_iou, config.global_switch_min_iou_partial)
     for h, o in outcomes.items():
         if h.is_detector or (min_iou is not None and o.iou_after < min_iou):
             continue
