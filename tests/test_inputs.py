@@ -184,3 +184,34 @@ def test_a_masks_file_whose_every_mask_names_its_car_is_taken_as_ordered(tmp_pat
     assert coco.ordered and coco.instances["ID_a"][0].car_index == 2
     path.write_text(json.dumps({**IMAGES, "annotations": [anns[0], {**anns[1], "car_index": None}]}))
     assert not read_coco_instances(path).ordered
+
+
+def test_label_image_values_beyond_the_rows_cars_are_dont_care(tmp_path):
+    """A label image may mark cars the detector missed with values beyond the row's cars: their pixels
+    are don't-care for every car (a car behind one of them is hidden there, not absent), not background,
+    and no car takes them as its mask; ignore masks add to them."""
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.refine.config import RefineConfig
+    from nmrlight.refine.prepare import image_masks
+
+    data = DataFolder.create(tmp_path)
+    labels = np.zeros((40, 60), np.uint8)
+    labels[5:15, 5:20] = 1      # the row's first car
+    labels[20:30, 10:25] = 2    # its second
+    labels[22:35, 30:50] = 4    # no such car in a row of two
+    write_label_mask(tmp_path / "masks" / "ID_a.png", labels)
+    cars = [object(), object()]   # only their number matters here
+    masks = image_masks(data, "ID_a", cars, None, (40, 60), RefineConfig())
+    assert masks.summary["unmatched"] == [4]
+    assert np.array_equal(masks.dont_care, labels == 4)
+    assert np.array_equal(masks.labels, np.where(labels == 4, 0, labels))
+    (tmp_path / "train_masks").mkdir()
+    region = np.zeros((40, 60), np.float32)
+    region[0:4, 40:60] = 1.0
+    write_image(tmp_path / "train_masks" / "ID_a.jpg", region)
+    both = image_masks(data, "ID_a", cars, None, (40, 60), RefineConfig())
+    assert both.dont_care[23, 35] and both.dont_care[2, 50] and not both.dont_care[10, 10]
+    # a row with all four cars: every value is a car's mask, only the ignore mask is don't-care
+    full = image_masks(data, "ID_a", cars * 2, None, (40, 60), RefineConfig())
+    assert "unmatched" not in full.summary and np.array_equal(full.labels, labels)
+    assert full.dont_care[2, 50] and not full.dont_care[23, 35]

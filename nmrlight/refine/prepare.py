@@ -3,7 +3,8 @@
 - Meshes: a car's own model id; `RefineConfig.model` for every car when set; for cars without one
   (submission input, model id -1) a stand-in, the typical mesh of car_models_json/, until
   `meshchoice` has picked theirs.
-- Masks, from one of: the data folder's label image (value k = the k-th car of the row); a COCO file
+- Masks, from one of: the data folder's label image (value k = the k-th car of the row; values beyond
+  the row's cars are cars the detector missed, don't-care like unmatched COCO masks); a COCO file
   whose masks carry `car_index`; or a segmenter's unordered COCO masks (`RefineConfig.masks_file`),
   paired with the cars by `associate` on their visible silhouettes at the initial poses. Matched masks
   are painted into one label image, farthest car first (where two overlap, the pixel shows the nearer
@@ -127,13 +128,25 @@ def image_masks(data: DataFolder, image_id: str, state: list[_Car], camera: Came
     if config.masks_file:
         result = _coco_masks(image_id, state, camera, shape, config)
     elif data.mask_path(image_id) is not None or data.coco_path.is_file():
-        result = ImageMasks(data.read_mask(image_id, shape=shape), None, {"source": "label image"})
+        result = _label_image(data.read_mask(image_id, shape=shape), len(state))
     else:
         result = ImageMasks(None, None, {"source": "none"})
     if ignore is not None:
         result.dont_care = ignore if result.dont_care is None else result.dont_care | ignore
         result.summary["ignore_pixels"] = int(ignore.sum())
     return result
+
+
+def _label_image(labels: np.ndarray, n_cars: int) -> ImageMasks:
+    """A label image's masks: values beyond the row's cars mark cars with no prediction (a segmenter
+    found them, the detector did not); like unmatched COCO masks their pixels are don't-care, not
+    background (a car behind one of them is hidden there, not absent)."""
+    extra = labels > n_cars
+    summary: dict = {"source": "label image"}
+    if not extra.any():
+        return ImageMasks(labels, None, summary)
+    summary["unmatched"] = [int(v) for v in np.unique(labels[extra])]
+    return ImageMasks(np.where(extra, 0, labels), extra, summary)
 
 
 def _coco_masks(image_id: str, state: list[_Car], camera: Camera, shape: tuple[int, int],
