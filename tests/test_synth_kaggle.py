@@ -6,6 +6,7 @@ Statistics are checked on seeds other than the one the quantile tables were tune
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from nmrlight.cli import app
 from nmrlight.errors import NmrlightError
 from nmrlight.io.images import read_image
+from nmrlight.io.masks import read_label_mask
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
 from nmrlight.procedural import BODY, WINDOW
@@ -203,7 +205,7 @@ def test_kaggle_folder(kaggle_folder) -> None:
         rows = list(csv.DictReader(handle))
     assert len(rows) == sum(len(c) for c in truth.values())
     models = _Models()
-    far_pixels = 0
+    far_pixels = missed_masks = 0
     for index, image_id in enumerate(summary.image_ids):
         item = synthesize_image(index, 21, config, models)
         assert all(c.translation[2] <= 150 for c in item.cars)
@@ -222,7 +224,20 @@ def test_kaggle_folder(kaggle_folder) -> None:
             assert visible == int((item.object_id == k).sum()) and visible <= full
             assert float(row["visible_fraction"]) == pytest.approx(visible / full if full else 0.0, abs=1e-4)
         assert len(preds[image_id]) < n + 4
-    assert far_pixels > 0
+        # mask labels: the k-th prediction's true car k + 1, a car the detector missed a value beyond the row
+        labels = read_label_mask(out / "masks" / f"{image_id}.png")
+        pairing = json.loads((out / "coco" / "truth.json").read_text())["images"][image_id]["prediction_truth"]
+        for j in range(n):
+            values = labels[(item.object_id == j) & (labels > 0)]
+            if values.size < 50:
+                continue
+            label = int(np.bincount(values).argmax())
+            if j in pairing:
+                assert label == pairing.index(j) + 1
+            else:
+                assert label > len(preds[image_id])
+                missed_masks += 1
+    assert far_pixels > 0 and missed_masks > 0
     scores = evaluate(truth, preds)
     assert scores.map < 0.6                                   # half the cars missed: a low starting mAP
 

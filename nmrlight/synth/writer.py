@@ -73,11 +73,14 @@ def synthesize(out_dir: str | Path, images: int, seed: int, config: SynthConfig 
         item = synthesize_image(index, seed, config, models)
         err_rng = np.random.default_rng([int(seed), int(index), 1])
         pred, source = errors.perturb(item.cars, err_rng)
-        # mask labels follow the prediction rows: k-th prediction <- its true car's region
+        # mask labels follow the prediction rows: k-th prediction <- its true car's region; a car the
+        # detector missed gets a value beyond the row (a segmenter finds it; refinement: don't-care)
         label_of = np.zeros(len(item.cars), dtype=np.int64)
         for k, src in enumerate(source):
             if src >= 0:
                 label_of[src] = k + 1
+        missed = np.flatnonzero(label_of == 0)
+        label_of[missed] = len(pred) + 1 + np.arange(len(missed))
         labels = item.labels
         if label_of.tolist() != list(range(1, len(item.cars) + 1)):
             remap = np.concatenate([[0], label_of])
