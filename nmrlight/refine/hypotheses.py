@@ -213,15 +213,17 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`."""
     began = time.perf_counter()
-    scored = coarse_scores(problem, lighting, config, hypotheses(config))
-    shortlist = _shortlist(scored, config) or [Hypothesis(0.0, 1.0)]
     detector = Hypothesis(0.0, 1.0)
     outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
     base = outcomes[detector]
     if config.global_min_visible is not None and base.visible < config.global_min_visible:
         # a sliver of a car shows too little to tell its front from its back (or its depth): at 7 %
-        # flipped headings a guess there is more often wrong than right
+        # flipped headings a guess there is more often wrong than right; nothing else is scored
+        scored: list[Scored] = []
         shortlist = [detector]
+    else:
+        scored = coarse_scores(problem, lighting, config, hypotheses(config))
+        shortlist = _shortlist(scored, config) or [detector]
     spent_seconds, spent_iterations = 0.0, 0
     judged: dict[str, float] = {}
     if config.global_screen and len(shortlist) > 1:
@@ -286,11 +288,11 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
     the move: its overlap with the mask fell by more than `accept_iou_drop`, or ended below
     `accept_min_iou` (the refined car does not explain its own mask: a mostly hidden car slid off its
     sliver of mask, or along it, where occlusion hides what would say so) or, for a car less visible than
-    `accept_hidden_visible`, below `accept_hidden_min_iou` (a sliver moves a car on little evidence),
-    or it moved along its ray by
-    more than `accept_large_move` (fraction of the depth of `start`, the detector's translation) and
-    ended below `accept_large_move_iou` (a large move must end in a good fit: partly hidden cars walked
-    to a farther or nearer pose that fits their visible part only roughly). None: no check."""
+    `accept_hidden_visible`, below `accept_hidden_min_iou` (a sliver moves a car on little evidence), or
+    it moved along its ray by more than `accept_large_move` (fraction of the depth of `start`, the
+    detector's translation) and ended below `accept_large_move_iou` (a large move must end in a good fit:
+    partly hidden cars walked to a farther or nearer pose that fits their visible part only roughly).
+    None: no check."""
     if not outcome.improved:
         return outcome, None
     if config.accept_iou_drop is not None and outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
