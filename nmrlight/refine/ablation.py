@@ -56,6 +56,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "local refinement (default)": {},
     "+ global stage": {"global_stage": True},
     "+ global stage without the heading recheck": {"global_stage": True, "global_recheck": False},
+    "+ global stage without the prior-free second start": {"global_stage": True, "global_prior_free": False},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
     "+ ground plane": {"ground_plane": True},
