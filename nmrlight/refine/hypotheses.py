@@ -294,10 +294,8 @@ def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineCon
     reach it this way (docs/accuracy.md). Costs two refinements a car; the outcome carries the
     iterations and seconds of both."""
     free = refine_pose(problem, lighting, replace(config, prior_weight=0.0))
-    centre_r, centre_t = problem.prior_pose()
-    polished = refine_pose(replace(problem, rotation=free.rotation.detach().clone(),
-                                   translation=free.translation.detach().clone(), prior_rotation=centre_r,
-                                   prior_translation=centre_t), lighting, config)
+    polished = _refined_from(problem, free.rotation.detach().clone(), free.translation.detach().clone(),
+                             lighting, config)
     return replace(polished, seconds=free.seconds + polished.seconds,
                    iterations=free.iterations + polished.iterations)
 
@@ -307,10 +305,16 @@ def _detector_heading_at(problem: CarProblem, winner: PoseOutcome, lighting: Lig
     """The detector's heading refined from where a turned (flipped) alternative ended, the prior still on
     the detector's pose. A flip can win only because the detector's own refinement stuck at a wrong
     depth; compared at the same position, the heading alone decides (docs/accuracy.md)."""
+    return _refined_from(problem, problem.rotation, winner.translation.detach().clone(), lighting, config)
+
+
+def _refined_from(problem: CarProblem, rotation: torch.Tensor, translation: torch.Tensor, lighting: Lighting,
+                  config: RefineConfig) -> PoseOutcome:
+    """`problem` refined from another start, its prior kept on its centre (the detector's pose unless
+    moved): its final loss compares with the refinement from the problem's own start."""
     centre_r, centre_t = problem.prior_pose()
-    start = replace(problem, translation=winner.translation.detach().clone(), prior_rotation=centre_r,
-                    prior_translation=centre_t)
-    return refine_pose(start, lighting, config)
+    return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=centre_r,
+                               prior_translation=centre_t), lighting, config)
 
 
 def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | None = None
