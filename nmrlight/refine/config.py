@@ -117,7 +117,7 @@ class RefineConfig:
     global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)
     global_prior_free: bool = True       # a second start: refined without the prior, then with it from there,
-                                         # taken when its loss is lower (docs/accuracy.md; about 2 x the renders)
+                                         # taken when its loss is lower (docs/accuracy.md; about 1.6 x the renders)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

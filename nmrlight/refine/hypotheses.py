@@ -32,7 +32,7 @@ import torch
 
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
-from nmrlight.refine.pose import CarProblem, PoseOutcome, refine_pose
+from nmrlight.refine.pose import CarProblem, PoseOutcome, car_stages, refine_pose
 from nmrlight.refine.window import View, gaussian_blur, make_view
 from nmrlight.render import render
 from nmrlight.scene import MeshObject, Scene
@@ -291,11 +291,13 @@ def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineCon
 
     The prior is meant to judge between poses the photograph cannot tell apart, but it also steers
     the staged refinement: cars it left 4-8 % short of the truth, where the truth had the lower loss,
-    reach it this way (docs/accuracy.md). Costs two refinements a car; the outcome carries the
-    iterations and seconds of both."""
+    reach it this way (docs/accuracy.md). Costs a refinement and a last stage a car; the outcome carries
+    the iterations and seconds of both."""
     free = refine_pose(problem, lighting, replace(config, prior_weight=0.0))
+    # from a converged pose the last stage alone polishes (in the same final view: the losses compare)
+    polish = replace(config, stages=car_stages(config, problem.box)[-1:], large_stage=None, align_start=False)
     polished = _refined_from(problem, free.rotation.detach().clone(), free.translation.detach().clone(),
-                             lighting, config)
+                             lighting, polish)
     return replace(polished, seconds=free.seconds + polished.seconds,
                    iterations=free.iterations + polished.iterations)
 
