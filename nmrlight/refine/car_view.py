@@ -64,15 +64,24 @@ def evaluate(params: PoseParams, problem: CarProblem, view: View, lighting: Ligh
 def car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOutput, alpha: torch.Tensor
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The loss of a render whose car silhouette is `alpha`, its IoU with the mask and the hard silhouette."""
+    return _car_terms(params, view, config, out, alpha)[:3]
+
+
+def _car_terms(params: PoseParams, view: View, config: RefineConfig, out: RenderOutput, alpha: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """`car_loss`, and the silhouette term's denominator (detached; None without the term): the
+    Gauss-Newton weight of `linearise`, which so needs no second blur of render and mask."""
     use_sil = config.losses in ("silhouette", "both")
     use_gray = config.losses in ("grayscale", "both")
     materials = use_gray and config.shading_materials
     hard = out.object_id == 0
     loss = alpha.sum() * 0.0
     sil_weight = view.cache.get("silhouette_weight", view.weight)  # coarse masks: band left out
+    sil_norm = None
     if use_sil:
-        loss = loss + config.weight_silhouette * silhouette_loss(*silhouette_pair(params, view, config, alpha),
-                                                                 sil_weight)
+        pair = silhouette_pair(params, view, config, alpha)
+        sil_norm = silhouette_norm(*pair, sil_weight).detach()
+        loss = loss + config.weight_silhouette * silhouette_loss(*pair, sil_weight)
     if materials:
         gray = material_grayscale_loss(out.image, hard, view.photo, view.interior, config.huber_delta,
                                        config.grayscale_trim)
@@ -88,7 +97,7 @@ def car_loss(params: PoseParams, view: View, config: RefineConfig, out: RenderOu
     if config.prior_weight > 0:
         loss = loss + config.prior_weight * prior(params, config)
     iou = soft_iou(hard.float(), view.mask, view.weight)
-    return loss, iou.detach(), hard
+    return loss, iou.detach(), hard, sil_norm
 
 
 def silhouette_pair(params: PoseParams, view: View, config: RefineConfig, alpha: torch.Tensor
@@ -117,7 +126,7 @@ def linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
     alpha = out.object_alpha[0].detach().requires_grad_(True)
     for p in params.parameters():
         p.grad = None
-    loss, iou, hard = car_loss(params, view, config, out, alpha)
+    loss, iou, hard, area = _car_terms(params, view, config, out, alpha)
     loss.backward()
     jac = alpha_jacobian(out, hard, len(problem.vertices),
                          lambda pose, index: params.uv_of(problem.vertices[index], view.camera, pose),
@@ -134,8 +143,6 @@ def linearise(params: PoseParams, problem: CarProblem, view: View, lighting: Lig
             inner = view.sdf.double() + float(params.acting_dilation().detach()) * view.scale + 0.5
             slope = -view.scale if params.dilation_free() else 0.0   # clamped: the mask does not move
             columns = torch.cat([columns, (slope * ((inner >= 0) & (inner <= 1)).double())[None]])
-        with torch.no_grad():
-            area = silhouette_norm(*silhouette_pair(params, view, config, alpha), weight.float())
         columns = gaussian_blur(columns, view.sigma)
         n = len(columns)
         hessian[:n, :n] += gauss_newton(columns, weight * config.weight_silhouette / max(float(area), 1.0))
