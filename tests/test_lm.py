@@ -174,3 +174,34 @@ def test_the_mask_offset_cannot_erase_the_mask_a_car_misses():
     assert params.dilation_range == (-1.0, 3.0)
     outcome = pose.refine_pose(problem, lighting, RefineConfig(align_start=False))
     assert -3.0 - 1e-6 <= outcome.mask_offset <= 3.0 + 1e-6
+
+
+def test_lm_takes_no_step_on_a_flat_local_model():
+    """A car whose pixels no term sees (out of its window, wholly hidden) linearises to a zero Hessian
+    with a gradient left over from the non-least-squares terms; the damped solve would throw it ~1e20
+    away (a translation of inf, then NaN). LM stops there, the pose untouched."""
+    from nmrlight.refine.linearise import LocalModel
+    from nmrlight.refine.optimisers import lm_stage
+
+    x = torch.tensor([0.1, -0.2, 3.0], dtype=torch.float64)
+    calls = []
+
+    def flat() -> LocalModel:
+        calls.append(1)
+        return LocalModel(1.5, torch.tensor([0.05, -0.01, 0.1], dtype=torch.float64),
+                          torch.zeros(3, 3, dtype=torch.float64), 0.0, torch.zeros(4, 4, dtype=torch.bool))
+
+    lm_stage([x], flat, 20, 1e-5, 1e-3)
+    assert torch.equal(x, torch.tensor([0.1, -0.2, 3.0], dtype=torch.float64))
+    assert len(calls) == 1
+
+    # the same stage on a curved model steps to its minimum
+    target = torch.tensor([0.3, 0.1, 2.0], dtype=torch.float64)
+
+    def bowl() -> LocalModel:
+        d = x - target
+        return LocalModel(float(d @ d), 2 * d, 2 * torch.eye(3, dtype=torch.float64), 0.0,
+                          torch.zeros(4, 4, dtype=torch.bool))
+
+    lm_stage([x], bowl, 20, 1e-12, 1e-3)
+    assert torch.allclose(x, target, atol=1e-6)

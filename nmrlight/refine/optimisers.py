@@ -139,8 +139,16 @@ def lm_stage(parameters: list[torch.Tensor], linearise: Callable[[], LocalModel]
     sizes = [p.numel() for p in parameters]
     while used < max_evaluations:
         diagonal = torch.diagonal(model.hessian)
-        diagonal = diagonal.clamp_min(1e-9 * max(float(diagonal.max()), 1e-12))
+        top = float(diagonal.max())
+        if not math.isfinite(top) or top <= 0.0:
+            # a flat local model (no pixel the terms see moves with the pose: the car left its window
+            # or hides wholly behind others) defines no step; the damped solve would scale the
+            # gradient by ~1e21 and throw the car to infinity
+            break
+        diagonal = diagonal.clamp_min(1e-9 * top)
         step = -torch.linalg.solve(model.hessian + lam * torch.diag(diagonal), model.gradient)
+        if not torch.isfinite(step).all():
+            break
         predicted = -float(model.gradient @ step + 0.5 * step @ model.hessian @ step)
         saved = [p.detach().clone() for p in parameters]
         with torch.no_grad():
