@@ -18,6 +18,7 @@ photograph's refinement time divided by its refined cars.
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
 import os
 import pickle
@@ -46,8 +47,8 @@ def _value(text: str):
             pass
     if text in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[text]
-    if text.startswith("("):
-        return tuple(float(x) for x in text.strip("()").split(",") if x.strip())
+    if text.startswith("("):  # a tuple: of numbers, or of stages ((size, 'edges', sigma, iterations), ...)
+        return ast.literal_eval(text)
     return text
 
 
