@@ -36,7 +36,7 @@ TRUE_T = (-1.0, 1.4, 12.0)
 LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
 FAST = RefineConfig(threads=1, stages=((64, "analytic", 2.0, 12), (96, "analytic", 0.0, 15)), large_stage=None)
 # the global stage with the detector's heading and the flip only (two refinements a car: the tests stay cheap)
-FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=())
+FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=(), global_free_polish=None)
 
 
 def _rotation(angles) -> torch.Tensor:
@@ -367,3 +367,51 @@ def test_a_prior_free_second_start_is_taken_only_when_its_full_loss_is_lower(pic
     # (a car rendered too far shows more mask than render: its visible fraction is about 1.4 ** 2)
     gated = refine_global(_problem(picture, TRUE_ANGLES, far), LIGHT, replace(config, global_min_visible=5.0))
     assert gated.prior_free is None and not gated.prior_free_taken
+
+
+def test_the_prior_free_polish_lets_a_visible_car_leave_the_priors_pull(picture) -> None:
+    """A fully visible car 6 % too far and 4 deg turned under a strong prior: the refinement with the
+    prior stops short of the truth; the chosen pose polished without the prior ends nearer it in depth
+    and heading, at a fit no worse. Below the visibility gate nothing is polished."""
+    start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(4.0), TRUE_ANGLES[2])
+    far = tuple(1.06 * x for x in TRUE_T)
+    config = replace(FLIPS, prior_weight=0.2, global_prior_free=False, global_free_polish=0.7)
+    found = refine_global(_problem(picture, start, far), LIGHT, config)
+    truth = _rotation(TRUE_ANGLES).double().numpy()
+
+    def errors(outcome) -> tuple[float, float]:
+        turn = float(geodesic_angle_deg(outcome.rotation.double().numpy(), truth))
+        return turn, abs(float(outcome.translation[2]) / TRUE_T[2] - 1.0)
+
+    held, polished = errors(found.detector), errors(found.outcome)
+    assert held[1] > 0.01 or held[0] > 1.0    # the prior held the refinement back
+    assert found.free_polish is not None and found.free_polish_taken
+    assert polished[1] < 0.5 * held[1] + 1e-3 and polished[0] < 0.5 * held[0] + 0.1
+    assert found.outcome.iou_after >= found.detector.iou_after - 1e-3
+    assert found.to_dict()["free_polish_taken"] is True
+    gated = refine_global(_problem(picture, start, far), LIGHT, replace(config, global_free_polish=5.0))
+    assert gated.free_polish is None and not gated.free_polish_taken
+    assert torch.allclose(gated.outcome.translation, gated.detector.translation)
+
+
+def test_the_polish_may_move_a_pose_by_one_prior_sigma_at_most() -> None:
+    """The prior's standard deviations (1.5, 4, 1.5 deg about the camera's x, y, z; 10 % in depth) bound
+    the prior-free polish's move: it removes the prior's pull, it does not overrule it."""
+    from nmrlight.refine.hypotheses import _within_prior_sigma
+    from nmrlight.rotations import so3_exp
+
+    config = RefineConfig()
+    held = replace(_outcome(0.5, 0.9, depth=20.0), rotation=_rotation(TRUE_ANGLES))
+
+    def moved(axis: int, degrees: float, depth: float = 20.0) -> PoseOutcome:
+        omega = torch.zeros(3, dtype=torch.float64)
+        omega[axis] = math.radians(degrees)
+        turned = (so3_exp(omega) @ held.rotation.double()).float()
+        return replace(held, rotation=turned, translation=torch.tensor([0.0, 0.0, depth]))
+
+    assert _within_prior_sigma(held, moved(1, 3.5), config)
+    assert not _within_prior_sigma(held, moved(1, 4.5), config)
+    assert _within_prior_sigma(held, moved(0, 1.4), config)
+    assert not _within_prior_sigma(held, moved(2, 1.6), config)
+    assert _within_prior_sigma(held, moved(1, 0.0, depth=21.5), config)
+    assert not _within_prior_sigma(held, moved(1, 0.0, depth=22.5), config)

@@ -81,6 +81,10 @@ def register(app: typer.Typer) -> None:
                                                "--global-prior-free/--no-global-prior-free", help=(
             "With --global-stage, a second start per car: refined without the pose prior, then with it, "
             "taken when its loss is lower (docs/accuracy.md).")),
+        global_free_polish: float = typer.Option(RefineConfig.global_free_polish, "--global-free-polish", min=0.0,
+                                                 help=(
+            "With --global-stage, the chosen pose of a car at least this visible (mask over rendered area) is "
+            "polished once more without the pose prior (0: off; docs/accuracy.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
@@ -153,6 +157,7 @@ def register(app: typer.Typer) -> None:
                               model=model, mesh_candidates=mesh_candidates, mesh_screened=mesh_screened,
                               global_stage=global_stage, global_switch_min_iou=global_switch_min_iou or None,
                               global_min_visible=global_min_visible or None, global_prior_free=global_prior_free,
+                              global_free_polish=global_free_polish or None,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

@@ -57,6 +57,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage": {"global_stage": True},
     "+ global stage without the heading recheck": {"global_stage": True, "global_recheck": False},
     "+ global stage without the prior-free second start": {"global_stage": True, "global_prior_free": False},
+    "+ global stage without the prior-free polish": {"global_stage": True, "global_free_polish": None},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
     "+ ground plane": {"ground_plane": True},

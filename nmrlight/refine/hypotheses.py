@@ -35,6 +35,7 @@ from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss
 from nmrlight.refine.pose import CarProblem, PoseOutcome, car_stages, refine_pose
 from nmrlight.refine.window import View, gaussian_blur, make_view
 from nmrlight.render import render
+from nmrlight.rotations import so3_log
 from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
 
@@ -81,6 +82,8 @@ class GlobalOutcome:
     recheck: float | None = None  # final loss of the detector's heading refined from the turned winner's position
     prior_free: float | None = None   # final loss of the prior-free second start (None: not tried)
     prior_free_taken: bool = False    # ... and whether it won
+    free_polish: float | None = None  # final loss (no prior) of the chosen pose's prior-free polish (None: not tried)
+    free_polish_taken: bool = False   # ... and whether it was taken
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
@@ -90,7 +93,9 @@ class GlobalOutcome:
                 "judged": {k: round(v, 4) for k, v in self.judged.items()},
                 "recheck": None if self.recheck is None else round(self.recheck, 4),
                 "prior_free": None if self.prior_free is None else round(self.prior_free, 4),
-                "prior_free_taken": self.prior_free_taken}
+                "prior_free_taken": self.prior_free_taken,
+                "free_polish": None if self.free_polish is None else round(self.free_polish, 4),
+                "free_polish_taken": self.free_polish_taken}
 
 
 def _wrap_deg(angle: float) -> float:
@@ -215,7 +220,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
     few coarse renders and a coarse screen unless an alternative looks as good. A car less visible than
     `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
-    one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`."""
+    one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`.
+    A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
     outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
@@ -274,6 +280,16 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + config.global_switch_margin:
             best_h, best = detector, again
+    free_polish, free_polish_taken = None, False
+    if config.global_free_polish is not None and base.visible >= config.global_free_polish:
+        free = _free_polish(problem, best, lighting, config)
+        spent_seconds, spent_iterations = spent_seconds + free.seconds, spent_iterations + free.iterations
+        free_polish = free.loss_after
+        # visible enough at the detector's pose and at the chosen one (a car the detector put too far
+        # looks more visible than it is), and no worse a fit than the switch's bar or the chosen pose
+        if free.visible >= config.global_free_polish and _within_prior_sigma(best, free, config) and (
+                min_iou is None or free.iou_after >= min(min_iou, best.iou_after)):
+            best, free_polish_taken = free, True
     finals = sorted(o.loss_after for o in outcomes.values())
     margin = finals[1] - finals[0] if len(finals) > 1 else 0.0
     chosen = replace(best, loss_before=base.loss_before, iou_before=base.iou_before,
@@ -282,7 +298,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                      improved=best.loss_after < base.loss_before)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
                          margin, base, time.perf_counter() - began, judged, recheck, prior_free,
-                         prior_free_taken)
+                         prior_free_taken, free_polish, free_polish_taken)
 
 
 def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineConfig) -> PoseOutcome:
@@ -300,6 +316,31 @@ def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineCon
                              lighting, polish)
     return replace(polished, seconds=free.seconds + polished.seconds,
                    iterations=free.iterations + polished.iterations)
+
+
+def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, config: RefineConfig) -> PoseOutcome:
+    """The chosen pose refined once more in the last stage without the pose prior (its visible fraction
+    measured there).
+
+    The prior holds cars whose pixels say little; a mostly visible car that has converged is pinned by
+    its own outline, and the prior only pulls it back towards the detector's pose: at the default
+    weight the runs stopped at 0.5-0.9 deg median rotation error where the image loss's own minimum
+    lies at 0.2-0.4 deg (docs/accuracy.md). From a converged pose the last stage does not wander off."""
+    polish = replace(config, stages=car_stages(config, problem.box)[-1:], large_stage=None, align_start=False,
+                     prior_weight=0.0)
+    rotation, translation = best.rotation.detach().float(), best.translation.detach().float()
+    return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=rotation,
+                               prior_translation=translation), lighting, polish)
+
+
+def _within_prior_sigma(held: PoseOutcome, free: PoseOutcome, config: RefineConfig) -> bool:
+    """Whether the prior-free polish moved the pose by at most one of the prior's standard deviations
+    about each camera axis and in log depth: it may remove the prior's pull, not overrule the prior (a
+    car still at a wrong depth turns to fit its outline once nothing holds it)."""
+    turn = so3_log(free.rotation.double() @ held.rotation.double().T).abs()
+    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=torch.float64))
+    depth = abs(math.log(float(free.translation[2]) / float(held.translation[2])))
+    return bool((turn <= sigma).all()) and depth <= config.prior_sigma_depth
 
 
 def _detector_heading_at(problem: CarProblem, winner: PoseOutcome, lighting: Lighting,
