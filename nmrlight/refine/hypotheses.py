@@ -311,11 +311,17 @@ def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineCon
     the iterations and seconds of both."""
     free = refine_pose(problem, lighting, replace(config, prior_weight=0.0))
     # from a converged pose the last stage alone polishes (in the same final view: the losses compare)
-    polish = replace(config, stages=car_stages(config, problem.box)[-1:], large_stage=None, align_start=False)
+    polish = _last_stage(config, problem)
     polished = _refined_from(problem, free.rotation.detach().clone(), free.translation.detach().clone(),
                              lighting, polish)
     return replace(polished, seconds=free.seconds + polished.seconds,
                    iterations=free.iterations + polished.iterations)
+
+
+def _last_stage(config: RefineConfig, problem: CarProblem) -> RefineConfig:
+    """The car's last stage alone, from where it is (a polish of a converged pose, in the view the full
+    refinement ended in, so that the losses compare)."""
+    return replace(config, stages=car_stages(config, problem.box)[-1:], large_stage=None, align_start=False)
 
 
 def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, config: RefineConfig) -> PoseOutcome:
@@ -326,8 +332,7 @@ def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, con
     its own outline, and the prior only pulls it back towards the detector's pose: at the default
     weight the runs stopped at 0.5-0.9 deg median rotation error where the image loss's own minimum
     lies at 0.2-0.4 deg (docs/accuracy.md). From a converged pose the last stage does not wander off."""
-    polish = replace(config, stages=car_stages(config, problem.box)[-1:], large_stage=None, align_start=False,
-                     prior_weight=0.0)
+    polish = replace(_last_stage(config, problem), prior_weight=0.0)
     rotation, translation = best.rotation.detach().float(), best.translation.detach().float()
     return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=rotation,
                                prior_translation=translation), lighting, polish)
