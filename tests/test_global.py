@@ -15,6 +15,7 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.hypotheses import (
     Hypothesis,
     _detector_heading_at,
+    _stall_turns,
     accept,
     coarse_scores,
     heading_turn,
@@ -122,6 +123,8 @@ def test_global_stage_fixes_a_flipped_heading(picture) -> None:
     # refined in full (the screening rule)
     assert found.judged["+180deg x1"] < found.judged["+0deg x1"] - FLIPS.global_screen_margin
     assert "+180deg x1" in found.refined
+    # the flip won, so the detector's heading was turned by small angles too (screened): none beat it
+    assert {"-20deg x1", "-10deg x1", "+10deg x1", "+20deg x1"} <= set(found.judged)
     # the flipped (detector's) heading refined again from where the flip ended fits worse there, by
     # more than the switch margin (the flip stands only then)
     assert found.recheck is not None and found.recheck > found.outcome.loss_after + FLIPS.global_switch_margin
@@ -173,6 +176,35 @@ def test_global_stage_keeps_a_correct_heading(picture) -> None:
     # the flip was screened (coarsest stage only), judged clearly worse, and never refined fully
     assert found.judged["+180deg x1"] > found.judged["+0deg x1"] + 0.05
     assert list(found.refined) == ["+0deg x1"]
+    # no flip won: no small turns were tried either
+    assert set(found.judged) == {"+0deg x1", "+180deg x1"}
+
+
+def test_small_turns_of_the_detectors_heading_find_the_truth_from_a_stall(picture) -> None:
+    """The detector's heading 40 deg off (no prior, so that only the image decides): its refinement
+    stalls 3 deg and 8 % off; of the turns screened when a flip wins, the best judged is the one back
+    towards the truth, and its full refinement reaches the truth with a lower loss than the stall."""
+    config = replace(FLIPS, prior_weight=0.0, global_stall_turns_deg=(-30.0, -15.0, 15.0, 30.0))
+    start = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(40.0), TRUE_ANGLES[2])
+    problem = _problem(picture, start, TRUE_T)
+    truth = kaggle_to_matrix(np.array(TRUE_ANGLES))
+    base = refine_pose(problem, LIGHT, config)
+    assert float(geodesic_angle_deg(base.rotation.double().numpy(), truth)) > 2.0    # the stall
+    judged: dict[str, float] = {}
+    found, seconds, iterations = _stall_turns(problem, LIGHT, config, base, judged)
+    turns = {label: judged[label] for label in ("-30deg x1", "-15deg x1", "+15deg x1", "+30deg x1")}
+    assert "+0deg x1" in judged and seconds > 0 and iterations > 0
+    assert min(turns, key=turns.get) == "-30deg x1"          # back towards the truth
+    assert found is not None
+    hypothesis, outcome = found
+    assert hypothesis == Hypothesis(-30.0, 1.0) and not hypothesis.flipped
+    assert float(geodesic_angle_deg(outcome.rotation.double().numpy(), truth)) < 1.0
+    assert abs(float(outcome.translation[2]) / TRUE_T[2] - 1.0) < 0.03
+    assert outcome.loss_after < base.loss_after - config.global_switch_margin
+    # switched off, a won flip tries nothing more
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    off = refine_global(_problem(picture, flipped, TRUE_T), LIGHT, replace(FLIPS, global_stall_turns_deg=()))
+    assert off.chosen.flipped and set(off.judged) == {"+0deg x1", "+180deg x1"}
 
 
 def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: float = 0.0,

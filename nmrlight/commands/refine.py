@@ -85,6 +85,9 @@ def register(app: typer.Typer) -> None:
                                                  help=(
             "With --global-stage, the chosen pose of a car at least this visible (mask over rendered area) is "
             "polished once more without the pose prior (0: off; docs/accuracy.md).")),
+        global_stall_turns: bool = typer.Option(True, "--global-stall-turns/--no-global-stall-turns", help=(
+            "With --global-stage, when a flip wins, the detector's heading turned by +-10 and +-20 deg is "
+            "screened and the best refined: it wins over the flip when it fits better (docs/accuracy.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
@@ -158,6 +161,7 @@ def register(app: typer.Typer) -> None:
                               global_stage=global_stage, global_switch_min_iou=global_switch_min_iou or None,
                               global_min_visible=global_min_visible or None, global_prior_free=global_prior_free,
                               global_free_polish=global_free_polish or None,
+                              global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

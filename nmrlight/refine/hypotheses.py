@@ -15,7 +15,9 @@ the detector's refined pose in one common view), and only those that pass are re
 the detector's start and refinement by `global_switch_margin` and ends with an IoU of at least
 `global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits),
 and (`global_recheck`) when the detector's heading, refined again from the winner's position, does not
-fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth).
+fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth);
+before that, a won flip also has the detector's heading turned by +-10 and +-20 deg screened and the best
+refined (`global_stall_turns_deg`): a heading stalled 10 deg off can make a wrong flip look better.
 Every start keeps its prior on the detector's pose (a flip on the flipped pose), so final losses compare.
 `accept` (used with or without the global stage): a refined pose that does not explain its own mask
 (final IoU too low, or a large move along the ray to a middling fit) is not taken; the car keeps the
@@ -221,6 +223,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     few coarse renders and a coarse screen unless an alternative looks as good. A car less visible than
     `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`.
+    When a flip wins, small turns of the detector's heading are screened too (`_stall_turns`).
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
@@ -262,6 +265,15 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
             continue
         if o.loss_after < min(best.loss_after, base.loss_before) - config.global_switch_margin:
             best_h, best = h, o
+    if config.global_stall_turns_deg and best_h.flipped:
+        turned, seconds, iterations = _stall_turns(problem, lighting, config, base, judged)
+        spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
+        if turned is not None:
+            h, o = turned
+            outcomes[h] = o
+            fits = min_iou is None or o.iou_after >= min_iou
+            if fits and o.loss_after < best.loss_after - config.global_switch_margin:
+                best_h, best = h, o
     prior_free, prior_free_taken = None, False
     if (config.global_prior_free and best_h.is_detector and config.prior_weight > 0
             and (config.global_min_visible is None or base.visible >= config.global_min_visible)):
@@ -299,6 +311,37 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
                          margin, base, time.perf_counter() - began, judged, recheck, prior_free,
                          prior_free_taken, free_polish, free_polish_taken)
+
+
+def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, base: PoseOutcome,
+                 judged: dict[str, float]) -> tuple[tuple[Hypothesis, PoseOutcome] | None, float, int]:
+    """Small turns of the detector's heading (`global_stall_turns_deg`), tried when a flip won.
+
+    A flip wins wrongly when the detector's own refinement stalled: a heading a few degrees off with
+    the depth 10-15 % off ends 10 deg off in a poor fit, and the flip (whose best fit mirrors that
+    stall) fits a little better. A start turned by 10-20 deg the other way reaches the truth
+    (docs/accuracy.md). Each turn is screened (coarsest stage, judged in the common view); the best,
+    if it beats the detector's refined pose there by `global_screen_margin`, is refined fully.
+    Returns it (or None) and the seconds and iterations of the screening (the full refinement's are its own)."""
+    seconds, iterations = 0.0, 0
+    detector_label = Hypothesis(0.0, 1.0).label()
+    if detector_label not in judged:
+        judged[detector_label] = _judge(problem, lighting, config, base.rotation, base.translation)
+    best: tuple[float, Hypothesis, CarProblem] | None = None
+    for degrees in config.global_stall_turns_deg:
+        h = Hypothesis(float(degrees), 1.0)
+        rotation, translation = start_pose(problem, h)
+        start = replace(problem, rotation=rotation, translation=translation,
+                        prior_rotation=prior_centre(problem, h), prior_translation=problem.prior_pose()[1])
+        screened = refine_pose(start, lighting, screen_config(config))
+        seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
+        judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
+        if best is None or judged[h.label()] < best[0]:
+            best = (judged[h.label()], h, start)
+    if best is None or best[0] > judged[detector_label] - config.global_screen_margin:
+        return None, seconds, iterations
+    outcome = refine_pose(best[2], lighting, config)
+    return (best[1], outcome), seconds, iterations
 
 
 def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineConfig) -> PoseOutcome:
