@@ -136,6 +136,13 @@ def prior_centre(problem: CarProblem, h: Hypothesis) -> torch.Tensor:
     return detector @ heading_turn(180.0) if abs(_wrap_deg(h.heading_deg)) > 90.0 else detector
 
 
+def _started_at(problem: CarProblem, h: Hypothesis) -> CarProblem:
+    """The car's problem started at hypothesis `h`, its prior on `prior_centre` (translation: the detector's)."""
+    rotation, translation = start_pose(problem, h)
+    return replace(problem, rotation=rotation, translation=translation, prior_rotation=prior_centre(problem, h),
+                   prior_translation=problem.prior_pose()[1])
+
+
 def coarse_scores(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                   candidates: list[Hypothesis]) -> list[Scored]:
     """Each hypothesis rendered once (hard, `global_size` pixels) and scored; sorted, best first."""
@@ -244,9 +251,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     for h in shortlist:
         if h.is_detector:
             continue
-        rotation, translation = start_pose(problem, h)
-        start = replace(problem, rotation=rotation, translation=translation,
-                        prior_rotation=prior_centre(problem, h), prior_translation=problem.prior_pose()[1])
+        start = _started_at(problem, h)
         if config.global_screen:
             screened = refine_pose(start, lighting, screen_config(config))
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
@@ -330,9 +335,7 @@ def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, 
     best: tuple[float, Hypothesis, CarProblem] | None = None
     for degrees in config.global_stall_turns_deg:
         h = Hypothesis(float(degrees), 1.0)
-        rotation, translation = start_pose(problem, h)
-        start = replace(problem, rotation=rotation, translation=translation,
-                        prior_rotation=prior_centre(problem, h), prior_translation=problem.prior_pose()[1])
+        start = _started_at(problem, h)
         screened = refine_pose(start, lighting, screen_config(config))
         seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
         judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
