@@ -220,6 +220,13 @@ def _judge(problem: CarProblem, lighting: Lighting, config: RefineConfig, rotati
     return refine_pose(replace(problem, rotation=rotation, translation=translation), lighting, judge).loss_before
 
 
+def _screen(problem: CarProblem, start: CarProblem, lighting: Lighting, config: RefineConfig
+            ) -> tuple[float, PoseOutcome]:
+    """`start` refined with the coarsest stage only, and that pose's loss in the common view (`_judge`)."""
+    screened = refine_pose(start, lighting, screen_config(config))
+    return _judge(problem, lighting, config, screened.rotation, screened.translation), screened
+
+
 def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None) -> GlobalOutcome:
     """The global stage for one car; returns the accepted refinement (or the detector's pose kept).
 
@@ -253,9 +260,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
             continue
         start = _started_at(problem, h)
         if config.global_screen:
-            screened = refine_pose(start, lighting, screen_config(config))
+            judged[h.label()], screened = _screen(problem, start, lighting, config)
             spent_seconds, spent_iterations = spent_seconds + screened.seconds, spent_iterations + screened.iterations
-            judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
             if judged[h.label()] > judged[detector.label()] - config.global_screen_margin:
                 continue
         outcomes[h] = refine_pose(start, lighting, config)
@@ -336,9 +342,8 @@ def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, 
     for degrees in config.global_stall_turns_deg:
         h = Hypothesis(float(degrees), 1.0)
         start = _started_at(problem, h)
-        screened = refine_pose(start, lighting, screen_config(config))
+        judged[h.label()], screened = _screen(problem, start, lighting, config)
         seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
-        judged[h.label()] = _judge(problem, lighting, config, screened.rotation, screened.translation)
         if best is None or judged[h.label()] < best[0]:
             best = (judged[h.label()], h, start)
     if best is None or best[0] > judged[detector_label] - config.global_screen_margin:
