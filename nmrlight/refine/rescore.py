@@ -8,15 +8,17 @@ is a logistic model of a few features of one refined car:
 - the final overlap with the mask (IoU; 0 for a car without a mask),
 - whether the car had a mask at all,
 - how far the refinement moved it (rotation in degrees / 10 plus relative translation / 5 %),
-- the final loss (silhouette + shading + edges: lower is a better fit).
+- the final loss (silhouette + shading + edges: lower is a better fit),
+- the visible fraction at the final pose (mask area over rendered area, at most 1; 0 without a mask):
+  a mostly hidden car's fit rests on a sliver of outline and is more often off at the tight thresholds.
 
 The coefficients were fitted with scikit-learn's LogisticRegression (each car stacked once per
 metric threshold, labelled by whether it is within that threshold of its true car; false positives
-are 0 at every threshold) on three tuning seeds of the kaggle preset refined with the global stage
-(seeds 37 and 38 at half resolution, seed 51 at full resolution: 50 pictures, 275 detections;
-`python -m nmrlight.refine.rescore DATA OUT` does it for one data set: DATA a `nmrlight synth
---preset kaggle` folder, OUT the refinement's per-image results; see docs/accuracy.md), and are
-stored below.
+are 0 at every threshold) on the two tuning seeds of the kaggle preset, 54 and 55, refined at full
+resolution with the global stage (40 pictures, 230 detections; `python -m nmrlight.refine.rescore
+DATA RUN [DATA RUN ...]`: DATA a `nmrlight synth --preset kaggle` folder, RUN its refinement, an
+output folder's per-image results or a `benchmarks/accuracy_kaggle.py refine` pickle; see
+docs/accuracy.md), and are stored below.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ import numpy as np
 from nmrlight.refine.result import CarResult
 from nmrlight.rotations import geodesic_angle_deg, kaggle_to_matrix
 
-FEATURES = ("detector_logit", "iou", "has_mask", "moved", "loss")
-# fitted on kaggle tuning seeds 37 + 38 + 51 (docs/accuracy.md; seeds 37 + 38 alone gave (1.73, 2.72,
-# 0.05, 0.08, -4.78), -0.54; hand-set (1, 6, 1, -0.3, -1), -5 before): the detector's confidence, the
-# overlap and a low final loss up; how far the car moved and whether it had a mask hardly matter once
-# the acceptance rules have turned the large moves that fit poorly down
-COEFFICIENTS = (1.4838, 1.7198, -0.0021, 0.0323, -5.4579)
-INTERCEPT = 1.0224
+FEATURES = ("detector_logit", "iou", "has_mask", "moved", "loss", "visible")
+# fitted on kaggle tuning seeds 54 + 55 (docs/accuracy.md; before the visible fraction, on seeds 37 + 38
+# + 51: (1.4838, 1.7198, -0.0021, 0.0323, -5.4579), 1.0224): the detector's confidence, the overlap, a
+# low final loss and a visible car up; how far the car moved and whether it had a mask hardly matter
+# once the acceptance rules have turned the large moves that fit poorly down
+COEFFICIENTS = (1.7331, 3.3162, -0.0049, 0.1601, -2.2491, 3.8502)
+INTERCEPT = -4.1827
 
 
 def _logit(p: float) -> float:
@@ -58,7 +60,10 @@ def features(car: CarResult) -> np.ndarray:
     has_mask = car.iou_after is not None or car.iou_before is not None
     iou = car.iou_after if car.iou_after is not None else (car.iou_before or 0.0)
     loss = car.loss_after if car.loss_after is not None else (car.loss_before if car.loss_before is not None else 2.0)
-    return np.array([_logit(car.initial.confidence), float(iou), float(has_mask), moved(car), min(float(loss), 2.0)])
+    visible = car.extra.get("visible_fraction") if has_mask else None
+    visible = min(max(float(visible), 0.0), 1.0) if visible is not None else 0.0
+    return np.array([_logit(car.initial.confidence), float(iou), float(has_mask), moved(car), min(float(loss), 2.0),
+                     visible])
 
 
 def rescored(car: CarResult) -> float:
@@ -75,18 +80,29 @@ def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return model.coef_[0], float(model.intercept_[0])
 
 
-def _training_set(data: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
-    from nmrlight.io.poses import read_poses
-    from nmrlight.metric import evaluate  # noqa: F401  (the thresholds below are the metric's)
-    from nmrlight.refine.ablation import car_errors
+def _results(run: Path) -> list:
+    """The per-image results of a refinement: an output folder's JSON files, or the pickle that
+    `benchmarks/accuracy_kaggle.py refine` writes ({"results": {image: (ImageResult, cpu seconds)}})."""
     from nmrlight.refine.result import ImageResult
+
+    if run.suffix == ".pkl":
+        import pickle
+
+        with open(run, "rb") as f:
+            return [result for result, _ in pickle.load(f)["results"].values()]
+    paths = sorted(run.glob("images/*.json")) or sorted(run.glob("*.json"))
+    return [ImageResult.from_dict(json.loads(path.read_text())) for path in paths]
+
+
+def _training_set(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
+    from nmrlight.io.poses import read_poses
+    from nmrlight.refine.ablation import car_errors
 
     truth = read_poses(data / "train.csv")
     meta = json.loads((data / "coco" / "truth.json").read_text())["images"]
     xs, ys = [], []
-    thresholds = [(0.1 - 0.01 * i, 50 - 5 * i) for i in range(10)]
-    for path in sorted(out.glob("images/*.json")) or sorted(out.glob("*.json")):
-        result = ImageResult.from_dict(json.loads(path.read_text()))
+    thresholds = [(0.1 - 0.01 * i, 50 - 5 * i) for i in range(10)]  # the metric's (translation, degrees)
+    for result in _results(run):
         for k, car in enumerate(result.cars):
             t = meta[result.image_id]["prediction_truth"][k]
             rot, tr = car_errors(car.refined, truth[result.image_id][t]) if t >= 0 else (math.inf, math.inf)
@@ -97,9 +113,12 @@ def _training_set(data: Path, out: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Fit the coefficients on one synthetic data set's refinement and print them."""
+    """Fit the coefficients on synthetic data sets' refinements (DATA RUN pairs) and print them."""
     args = sys.argv[1:] if argv is None else argv
-    x, y = _training_set(Path(args[0]), Path(args[1]))
+    if not args or len(args) % 2:
+        raise SystemExit("usage: python -m nmrlight.refine.rescore DATA RUN [DATA RUN ...]")
+    sets = [_training_set(Path(data), Path(run)) for data, run in zip(args[::2], args[1::2], strict=True)]
+    x, y = np.concatenate([s[0] for s in sets]), np.concatenate([s[1] for s in sets])
     coefficients, intercept = fit(x, y)
     print(f"cars x thresholds: {len(y)}, positives {int(y.sum())}")
     print("COEFFICIENTS = (" + ", ".join(f"{c:.4f}" for c in coefficients) + ")")

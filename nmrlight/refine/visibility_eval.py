@@ -9,8 +9,9 @@ mask pixels) counts, banded by the true car's visible fraction (< 30 %, 30-70 %,
 median rotation and translation error before and after, the share that ended closer (combined error
 rot / 1 deg + translation / 0.5 % went down) and the share that ended worse by more than 2 %
 (translation) or 3 deg (rotation). mAP (official metric, every annotated car, false positives included)
-of the detector's poses, the refined ones, and the ceiling: the same detections with their true
-poses and the detector's confidences (false positives kept where they were).
+of the detector's poses, the refined ones (as the run wrote them, and re-scored: the confidences
+`--rescore` writes, whether or not the run used it), and the ceiling: the same detections with their
+true poses and the detector's confidences (false positives kept where they were).
 """
 
 from __future__ import annotations
@@ -30,20 +31,25 @@ WORSE_TRANSLATION = 0.02   # "ended worse": translation error up by more than th
 WORSE_ROTATION_DEG = 3.0   # ... or rotation error up by more than this
 
 
-def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[str]], dict[str, list[int]], float]:
-    """Refined poses, per-car status and iterations (renders) of each finished image; and the
-    refinement seconds a car."""
+def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPose]], dict[str, list[str]],
+                                 dict[str, list[int]], float]:
+    """Refined poses (as written, and with re-scored confidences), per-car status and iterations
+    (renders) of each finished image; and the refinement seconds a car."""
+    from dataclasses import replace
+
+    from nmrlight.refine.rescore import rescored
     from nmrlight.refine.result import ImageResult
 
-    poses, status, iterations, seconds, cars = {}, {}, {}, 0.0, 0
+    poses, rescored_poses, status, iterations, seconds, cars = {}, {}, {}, {}, 0.0, 0
     for path in sorted((out / "images").glob("*.json")):
         result = ImageResult.from_dict(json.loads(path.read_text()))
         poses[result.image_id] = result.refined_poses()
+        rescored_poses[result.image_id] = [replace(c.refined, confidence=rescored(c)) for c in result.cars]
         status[result.image_id] = [c.status for c in result.cars]
         iterations[result.image_id] = [c.iterations for c in result.cars]
         seconds += result.seconds
         cars += len(result.cars)
-    return poses, status, iterations, seconds / max(cars, 1)
+    return poses, rescored_poses, status, iterations, seconds / max(cars, 1)
 
 
 def summarise(data: Path, out: Path) -> list[dict]:
@@ -52,7 +58,7 @@ def summarise(data: Path, out: Path) -> list[dict]:
     predictions = read_poses(data / "predictions.csv")
     visibility = read_visibility(data / "visibility.csv")
     pairing = read_pairing(data)
-    refined, status, iterations, seconds = _refined(out)
+    refined, rescored_poses, status, iterations, seconds = _refined(out)
     rows = []
     for image_id, after in refined.items():
         before = predictions[image_id]
@@ -67,6 +73,7 @@ def summarise(data: Path, out: Path) -> list[dict]:
     gt = {i: truth.get(i, []) for i in images}
     given = {i: predictions[i] for i in images}
     maps = {"map_before": evaluate(gt, given).map, "map_after": evaluate(gt, refined).map,
+            "map_rescored": evaluate(gt, rescored_poses).map,
             "map_ceiling": evaluate(gt, ceiling_poses(truth, given, pairing)).map}
     table = []
     for name in [b for _, _, b in BANDS] + ["all"]:
@@ -87,13 +94,15 @@ def summarise(data: Path, out: Path) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| run | visible | cars | median rot (deg) before -> after | median transl. (%) before -> after "
-             "| closer | worse by > 2 % or 3 deg | mAP before -> after (ceiling) | renders / car | s / car |",
+             "| closer | worse by > 2 % or 3 deg | mAP before -> after, re-scored (ceiling) | renders / car "
+             "| s / car |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {Path(r['run']).name} | {r['band']} | {r['cars']} | {r['rot_before']:.2f} -> "
                      f"{r['rot_after']:.2f} | {100 * r['trans_before']:.2f} -> {100 * r['trans_after']:.2f} | "
                      f"{100 * r['closer']:.0f} % | {100 * r['worse']:.1f} % | {r['map_before']:.3f} -> "
-                     f"{r['map_after']:.3f} ({r['map_ceiling']:.3f}) | {r['renders_per_car']:.0f} | "
+                     f"{r['map_after']:.3f}, {r['map_rescored']:.3f} ({r['map_ceiling']:.3f}) | "
+                     f"{r['renders_per_car']:.0f} | "
                      f"{r['seconds_per_car']:.2f} |")
     return "\n".join(lines)
 
