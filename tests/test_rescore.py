@@ -79,3 +79,21 @@ def test_fit_recovers_the_sign_of_the_evidence() -> None:
     y = (x[:, 0] - 0.5 * x[:, 1] + 0.3 * rng.normal(size=400) > 0).astype(int)
     coefficients, _ = fit(x, y)
     assert coefficients[0] > 0 > coefficients[1]
+
+
+def test_the_fit_reads_an_output_folder_and_a_benchmark_pickle_alike(tmp_path) -> None:
+    import json
+    import pickle
+
+    from nmrlight.refine.rescore import _results
+    from nmrlight.refine.result import ImageResult
+
+    result = ImageResult("ID_1", [_car(0.6, 0.9, 0.25, visible=0.4)])
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    (tmp_path / "out" / "images" / "ID_1.json").write_text(json.dumps(result.to_dict()))
+    with open(tmp_path / "run.pkl", "wb") as f:
+        pickle.dump({"config": None, "results": {"ID_1": (result, 1.0)}}, f)
+    for run in (tmp_path / "out", tmp_path / "run.pkl"):
+        (read,) = _results(run)
+        assert read.image_id == "ID_1" and features(read.cars[0])[5] == 0.4
+        assert rescored(read.cars[0]) == rescored(result.cars[0])
