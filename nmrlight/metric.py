@@ -81,6 +81,36 @@ def _arrays(cars: Sequence[CarPose]) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return rot, trans, conf
 
 
+def _pair_errors(p_rot: np.ndarray, p_tr: np.ndarray, g_rot: np.ndarray, g_tr: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_pred, n_gt) translation distance in metres, relative to the gt's distance, and the metric's
+    rotation error in degrees."""
+    dist_m = np.linalg.norm(p_tr[:, None, :] - g_tr[None, :, :], axis=-1)
+    norm = np.linalg.norm(g_tr, axis=-1)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # a gt car at the camera centre: distance 0 if hit exactly, else infinite
+        dist = np.where(norm > 0, dist_m / np.where(norm > 0, norm, 1.0), np.where(dist_m == 0, 0.0, np.inf))
+    rot = metric_rotation_error_deg(np.broadcast_to(p_rot[:, None, :], (len(p_rot), len(g_rot), 3)),
+                                    np.broadcast_to(g_rot[None, :, :], (len(p_rot), len(g_rot), 3)))
+    return dist_m, dist, rot
+
+
+def threshold_hits(gt_cars: Sequence[CarPose], pred_cars: Sequence[CarPose]) -> np.ndarray:
+    """(n_pred, 10) 0/1: whether each prediction of one image is a true positive at each threshold pair,
+    matched as the metric matches (its confidence order, the nearest car not yet used): the labels to
+    fit a confidence to when the pairing of predictions and cars is not known (real data)."""
+    hits = np.zeros((len(pred_cars), len(TRANSLATION_THRESHOLDS)), dtype=int)
+    if not pred_cars or not gt_cars:
+        return hits
+    p_rot, p_tr, p_conf = _arrays(pred_cars)
+    g_rot, g_tr, _ = _arrays(gt_cars)
+    _, dist, rot = _pair_errors(p_rot, p_tr, g_rot, g_tr)
+    order = np.argsort(-p_conf, kind="stable")
+    for i, thresholds in enumerate(zip(TRANSLATION_THRESHOLDS, ROTATION_THRESHOLDS_DEG, strict=True)):
+        hits[order, i] = _greedy(order, dist, rot, *thresholds)[0]
+    return hits
+
+
 def _greedy(order: np.ndarray, tr: np.ndarray, rot: np.ndarray, tr_max: float, rot_max: float
             ) -> tuple[list[int], list[int]]:
     """For predictions in `order`: flag (1/0) and index of the gt taken (-1 when none)."""
@@ -125,14 +155,7 @@ def evaluate(gt: Mapping[str, Sequence[CarPose]], pred: Mapping[str, Sequence[Ca
             for f in flags:
                 f.extend([0] * len(pcars))
             continue
-        dist_m = np.linalg.norm(p_tr[:, None, :] - g_tr[None, :, :], axis=-1)
-        norm = np.linalg.norm(g_tr, axis=-1)[None, :]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            # a gt car at the camera centre: distance 0 if hit exactly, else infinite
-            dist = np.where(norm > 0, dist_m / np.where(norm > 0, norm, 1.0),
-                            np.where(dist_m == 0, 0.0, np.inf))
-        rot = metric_rotation_error_deg(np.broadcast_to(p_rot[:, None, :], (len(pcars), len(gcars), 3)),
-                                        np.broadcast_to(g_rot[None, :, :], (len(pcars), len(gcars), 3)))
+        dist_m, dist, rot = _pair_errors(p_rot, p_tr, g_rot, g_tr)
         for i, thresholds in enumerate(zip(TRANSLATION_THRESHOLDS, ROTATION_THRESHOLDS_DEG, strict=True)):
             flags[i].extend(_greedy(order, dist, rot, *thresholds)[0])
         _, taken = _greedy(order, dist, rot, np.inf, np.inf)

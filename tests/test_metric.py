@@ -11,7 +11,7 @@ from sklearn.metrics import average_precision_score
 
 from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose
-from nmrlight.metric import ROTATION_THRESHOLDS_DEG, TRANSLATION_THRESHOLDS, evaluate
+from nmrlight.metric import ROTATION_THRESHOLDS_DEG, TRANSLATION_THRESHOLDS, evaluate, threshold_hits
 
 
 def car(t, rot=(0.15, 0.5, -3.1), conf=1.0, model=0):
@@ -168,3 +168,21 @@ def test_matches_kernel_loop_on_random_scenes():
     assert result.ap == pytest.approx(expected_ap, abs=1e-12)
     assert result.map == pytest.approx(expected_map, abs=1e-12)
     assert 0.05 < result.map < 0.95  # a non-trivial case
+
+
+def test_threshold_hits_are_the_metrics_true_positives_car_by_car() -> None:
+    """A car 4.5 % off in translation passes the six loosest pairs (10 % .. 5 %) and no tighter one; of two
+    predictions of one car the more confident takes it (the other is a false positive at every pair, as
+    is a prediction far from any car); the column sums are the metric's true-positive counts."""
+    car = CarPose(5, (0.1, 0.3, -3.0), (1.0, 2.0, 20.0))
+    norm = float(np.linalg.norm(car.translation))
+    near = CarPose(5, car.rotation, (1.0 + 0.045 * norm, 2.0, 20.0), 0.6)
+    rival = CarPose(5, car.rotation, (1.0, 2.0, 20.0 + 0.001), 0.5)
+    stray = CarPose(5, car.rotation, (30.0, 2.0, 60.0), 0.9)
+    hits = threshold_hits([car], [near, rival, stray])
+    assert hits[0].tolist() == [1] * 6 + [0] * 4
+    assert hits[1].tolist() == [0] * 6 + [1] * 4   # free once the more confident one failed the pair
+    assert hits[2].tolist() == [0] * 10
+    result = evaluate({"a": [car]}, {"a": [near, rival, stray]})
+    assert hits.sum(axis=0).tolist() == result.tp
+    assert threshold_hits([], [near]).tolist() == [[0] * 10]

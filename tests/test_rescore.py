@@ -97,3 +97,37 @@ def test_the_fit_reads_an_output_folder_and_a_benchmark_pickle_alike(tmp_path) -
         (read,) = _results(run)
         assert read.image_id == "ID_1" and features(read.cars[0])[5] == 0.4
         assert rescored(read.cars[0]) == rescored(result.cars[0])
+
+
+def test_without_a_pairing_the_labels_are_the_metrics_true_positives(tmp_path) -> None:
+    """Real data: DATA holds only train.csv. A car refined onto the truth is a positive at every
+    threshold; a second, less confident prediction of the same car (4.5 % off) is a false positive at
+    every one (the metric's matching: the car is taken); a prediction where there is no car at none."""
+    import json
+
+    import pytest
+
+    from nmrlight.io.poses import write_poses
+    from nmrlight.refine.rescore import _training_set, main
+    from nmrlight.refine.result import ImageResult
+
+    (tmp_path / "data").mkdir()
+    write_poses(tmp_path / "data" / "train.csv", {"ID_1": [TRUTH]}, confidence=False)
+    exact = _car(0.6, 0.9, 0.25)
+    exact.refined = CarPose(16, TRUTH.rotation, TRUTH.translation, 0.6)
+    off = _car(0.5, 0.9, 0.25)
+    off.refined = CarPose(16, TRUTH.rotation, (2.0 + 0.045 * float(np.linalg.norm(TRUTH.translation)), 3.0, 30.0), 0.5)
+    stray = _car(0.4, None, None)
+    stray.refined = CarPose(16, TRUTH.rotation, (-20.0, 3.0, 60.0), 0.4)
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    (tmp_path / "out" / "images" / "ID_1.json").write_text(
+        json.dumps(ImageResult("ID_1", [exact, off, stray]).to_dict()))
+    x, y = _training_set(tmp_path / "data", tmp_path / "out")
+    assert x.shape == (30, len(FEATURES))
+    assert y[:10].tolist() == [1] * 10          # the more confident takes the car
+    assert y[10:20].tolist() == [0] * 10        # ... so the other is a false positive everywhere
+    assert y[20:].tolist() == [0] * 10
+    # an image the truth does not have is named, not a traceback
+    write_poses(tmp_path / "data" / "train.csv", {"ID_2": [TRUTH]}, confidence=False)
+    with pytest.raises(SystemExit, match="ID_1"):
+        main([str(tmp_path / "data"), str(tmp_path / "out")])

@@ -16,7 +16,8 @@ The coefficients were fitted with scikit-learn's LogisticRegression (each car st
 metric threshold, labelled by whether it is within that threshold of its true car; false positives
 are 0 at every threshold) on the two tuning seeds of the kaggle preset, 54 and 55, refined at full
 resolution with the global stage (40 pictures, 230 detections; `python -m nmrlight.refine.rescore
-DATA RUN [DATA RUN ...]`: DATA a `nmrlight synth --preset kaggle` folder, RUN its refinement, an
+DATA RUN [DATA RUN ...]`: DATA a `nmrlight synth --preset kaggle` folder, or any folder whose
+train.csv holds the true poses of the images refined (a real validation set), RUN its refinement, an
 output folder's per-image results or a `benchmarks/accuracy_kaggle.py refine` pickle; see
 docs/accuracy.md), and are stored below.
 """
@@ -95,20 +96,39 @@ def _results(run: Path) -> list:
 
 
 def _training_set(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Each car's features once per metric threshold, labelled by whether it lies within it.
+
+    A synthetic folder pairs each prediction with its true car (coco/truth.json); without that (real
+    data: DATA holds the truth as train.csv), the labels are the metric's own true positives, the
+    predictions matched to the true cars as the metric matches them (`threshold_hits`, in the order of
+    the detector's confidences)."""
+    from dataclasses import replace
+
+    from nmrlight.errors import NmrlightError
     from nmrlight.io.poses import read_poses
-    from nmrlight.refine.ablation import car_errors
+    from nmrlight.metric import threshold_hits
+    from nmrlight.refine.ablation import car_errors, read_pairing
 
     truth = read_poses(data / "train.csv")
-    meta = json.loads((data / "coco" / "truth.json").read_text())["images"]
+    pairing = read_pairing(data)
     xs, ys = [], []
     thresholds = [(0.1 - 0.01 * i, 50 - 5 * i) for i in range(10)]  # the metric's (translation, degrees)
     for result in _results(run):
+        if result.image_id not in truth:
+            raise NmrlightError(f"{run}: image {result.image_id} is not in {data / 'train.csv'}")
+        if pairing is None:
+            hits = threshold_hits(truth[result.image_id], [replace(car.refined, confidence=car.initial.confidence)
+                                                           for car in result.cars])
         for k, car in enumerate(result.cars):
-            t = meta[result.image_id]["prediction_truth"][k]
-            rot, tr = car_errors(car.refined, truth[result.image_id][t]) if t >= 0 else (math.inf, math.inf)
-            for max_tr, max_rot in thresholds:
+            if pairing is None:
+                labels = [int(h) for h in hits[k]]
+            else:
+                t = pairing[result.image_id][k]
+                rot, tr = car_errors(car.refined, truth[result.image_id][t]) if t >= 0 else (math.inf, math.inf)
+                labels = [int(tr < max_tr and rot < max_rot) for max_tr, max_rot in thresholds]
+            for label in labels:
                 xs.append(features(car))
-                ys.append(int(tr < max_tr and rot < max_rot))
+                ys.append(label)
     return np.asarray(xs), np.asarray(ys)
 
 
@@ -117,7 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if not args or len(args) % 2:
         raise SystemExit("usage: python -m nmrlight.refine.rescore DATA RUN [DATA RUN ...]")
-    sets = [_training_set(Path(data), Path(run)) for data, run in zip(args[::2], args[1::2], strict=True)]
+    from nmrlight.errors import NmrlightError
+
+    try:
+        sets = [_training_set(Path(data), Path(run)) for data, run in zip(args[::2], args[1::2], strict=True)]
+    except NmrlightError as error:
+        raise SystemExit(f"error: {error}") from None
     x, y = np.concatenate([s[0] for s in sets]), np.concatenate([s[1] for s in sets])
     coefficients, intercept = fit(x, y)
     print(f"cars x thresholds: {len(y)}, positives {int(y.sum())}")
