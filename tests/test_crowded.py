@@ -88,6 +88,41 @@ def test_the_prior_is_zero_at_its_moved_centre_and_symmetric() -> None:
         assert float(prior(other, config)) == pytest.approx(away, rel=1e-3)
 
 
+def test_the_rotation_prior_widens_with_depth_when_asked() -> None:
+    """`prior_sigma_far`: the rotation sigmas are as configured up to 20 m, times the factor from 70 m,
+    linear between (a detector's rotation error doubles from 20 to 70 m), for cars at least half
+    visible; depth's sigma stays."""
+    from nmrlight.refine.hypotheses import _within_prior_sigma
+    from nmrlight.refine.params import rotation_sigma_rad
+    from nmrlight.refine.pose import PoseOutcome
+
+    camera = Camera.kaggle().scaled(0.25)
+    base, wide = RefineConfig(), RefineConfig(prior_sigma_far=2.0)
+    sigma = torch.deg2rad(torch.tensor(base.prior_sigma_deg))
+    assert torch.allclose(rotation_sigma_rad(wide, 15.0), sigma)
+    assert torch.allclose(rotation_sigma_rad(wide, 45.0), 1.5 * sigma)
+    assert torch.allclose(rotation_sigma_rad(wide, 120.0), 2.0 * sigma)
+    assert torch.allclose(rotation_sigma_rad(base, 120.0), sigma)
+    assert torch.allclose(rotation_sigma_rad(wide, 120.0, visible=0.3), sigma)   # a sliver: as near
+    rotation = _rotation((0.1, 0.4, math.pi))
+    for depth, factor in ((15.0, 1.0), (45.0, 1.5), (90.0, 2.0)):
+        params = PoseParams(rotation, torch.tensor([1.0, 1.5, depth]), camera)
+        with torch.no_grad():
+            params.omega.copy_(torch.tensor([0.0, 0.05, 0.0]))
+            params.log_z.add_(math.log(1.05))
+            rotation_part = (0.05 / math.radians(4.0)) ** 2
+            depth_part = (math.log(1.05) / base.prior_sigma_depth) ** 2
+            assert float(prior(params, base)) == pytest.approx(rotation_part + depth_part, rel=1e-3)
+            assert float(prior(params, wide)) == pytest.approx(rotation_part / factor ** 2 + depth_part, rel=1e-3)
+    # the polish's one-sigma bound follows: a 7 deg turn about y is beyond 4 deg near, within 8 deg far
+    held = PoseOutcome(rotation, torch.tensor([0.0, 0.0, 80.0]), 1.0, 0.5, 0.5, 0.9, 10, True, 0.1)
+    turned = replace(held, rotation=(so3_exp(torch.tensor([0.0, math.radians(7.0), 0.0])) @ rotation))
+    assert _within_prior_sigma(held, turned, wide) and not _within_prior_sigma(held, turned, base)
+    assert not _within_prior_sigma(held, replace(turned, visible=0.4), wide)
+    near = replace(held, translation=torch.tensor([0.0, 0.0, 15.0]))
+    assert not _within_prior_sigma(near, replace(turned, translation=near.translation), wide)
+
+
 def test_later_passes_refit_the_cars_once_their_neighbours_have_moved(queue) -> None:
     one = refine_image(queue, IMAGE, DETECTED, FAST)
     three = refine_image(queue, IMAGE, DETECTED, replace(FAST, joint_passes=3))

@@ -85,6 +85,10 @@ def register(app: typer.Typer) -> None:
                                                  help=(
             "With --global-stage, the chosen pose of a car at least this visible (mask over rendered area) is "
             "polished once more without the pose prior (0: off; docs/accuracy.md).")),
+        prior_sigma_far: float = typer.Option(RefineConfig.prior_sigma_far, "--prior-sigma-far", min=1.0, help=(
+            "The pose prior's rotation standard deviations times this for cars 70 m and farther (linear from "
+            "1 at 20 m) for cars at least half visible: a detector's rotation error grows with depth (1: off; "
+            "docs/accuracy.md).")),
         global_stall_turns: bool = typer.Option(True, "--global-stall-turns/--no-global-stall-turns", help=(
             "With --global-stage, when a flip wins, the detector's heading turned by +-10 and +-20 deg is "
             "screened and the best refined: it wins over the flip when it fits better (docs/accuracy.md).")),
@@ -161,6 +165,7 @@ def register(app: typer.Typer) -> None:
                               global_stage=global_stage, global_switch_min_iou=global_switch_min_iou or None,
                               global_min_visible=global_min_visible or None, global_prior_free=global_prior_free,
                               global_free_polish=global_free_polish or None,
+                              prior_sigma_far=prior_sigma_far,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,

@@ -65,6 +65,10 @@ class RefineConfig:
     prior_weight: float = 0.005          # loss added at one standard deviation of each direction
     prior_sigma_deg: tuple[float, float, float] = (1.5, 4.0, 1.5)   # rotation about camera x, y, z
     prior_sigma_depth: float = 0.1       # relative depth
+    prior_sigma_far: float = 1.0         # the rotation sigmas times this at 70 m and beyond (linear from
+                                         # 1 at 20 m): a real detector's rotation error doubles from 20 to 70 m
+                                         # (2 tried: mixed, docs/accuracy.md; 1: the same sigmas at every depth)
+    prior_sigma_far_visible: float = 0.5  # ... for cars at least this visible (a sliver pins no heading)
     # ... times (car's rendered area / its mask's area), at most this: a car mostly hidden behind
     # nearer cars shows a sliver of mask that pins little, so the detector's pose weighs more
     max_prior_scale: float = 20.0

@@ -34,6 +34,7 @@ import torch
 
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.losses import edge_alignment_loss, edge_map, grayscale_loss, silhouette_loss, soft_iou
+from nmrlight.refine.params import rotation_sigma_rad
 from nmrlight.refine.pose import CarProblem, PoseOutcome, car_stages, refine_pose
 from nmrlight.refine.window import View, gaussian_blur, make_view
 from nmrlight.render import render
@@ -394,7 +395,7 @@ def _within_prior_sigma(held: PoseOutcome, free: PoseOutcome, config: RefineConf
     about each camera axis and in log depth: it may remove the prior's pull, not overrule the prior (a
     car still at a wrong depth turns to fit its outline once nothing holds it)."""
     turn = so3_log(free.rotation.double() @ held.rotation.double().T).abs()
-    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=torch.float64))
+    sigma = rotation_sigma_rad(config, float(held.translation[2]), free.visible, torch.float64)
     depth = abs(math.log(float(free.translation[2]) / float(held.translation[2])))
     return bool((turn <= sigma).all()) and depth <= config.prior_sigma_depth
 

@@ -33,6 +33,7 @@ class PoseParams:
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
         self.dilation_range: tuple[float, float] = (-math.inf, math.inf)  # where it acts (`bound_dilation`)
         self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
+        self.visible = 1.0      # mask area over rendered area at the prior's centre (see refine_pose)
         # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
         self.omega_prior = torch.zeros(3)
         self.log_z_prior = self.log_z0
@@ -101,10 +102,20 @@ class PoseParams:
 
 
 
+def rotation_sigma_rad(config: RefineConfig, depth: float, visible: float = 1.0,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The prior's rotation standard deviations (radians, about camera x, y, z) for a car `depth` metres
+    away: `prior_sigma_deg`, times up to `prior_sigma_far` for far cars at least
+    `prior_sigma_far_visible` visible."""
+    far = min(max((depth - 20.0) / 50.0, 0.0), 1.0) if visible >= config.prior_sigma_far_visible else 0.0
+    scale = 1.0 + (config.prior_sigma_far - 1.0) * far
+    return torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=dtype) * scale)
+
+
 def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     """Squared deviation from the prior's centre (the initial pose unless moved) in standard deviations
     (rotation and log depth)."""
-    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=params.omega.dtype))
+    sigma = rotation_sigma_rad(config, math.exp(params.log_z_prior), params.visible, params.omega.dtype)
     rotation = (((params.omega - params.omega_prior) / sigma) ** 2).sum()
     depth = ((params.log_z - params.log_z_prior) / config.prior_sigma_depth) ** 2
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
@@ -117,7 +128,7 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
 
 def prior_hessian(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     """(7,) diagonal of the Hessian of `config.prior_weight * prior` (the depth wall left out)."""
-    sigma = torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=torch.float64))
+    sigma = rotation_sigma_rad(config, math.exp(params.log_z_prior), params.visible, torch.float64)
     rotation = 2.0 * params.prior_scale / sigma ** 2
     depth = torch.tensor([0.0, 0.0, 2.0 * params.prior_scale / config.prior_sigma_depth ** 2], dtype=torch.float64)
     dilation = torch.tensor([2.0 / config.dilation_sigma ** 2 if config.fit_dilation else 0.0], dtype=torch.float64)
