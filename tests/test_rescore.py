@@ -131,3 +131,5 @@ def test_without_a_pairing_the_labels_are_the_metrics_true_positives(tmp_path) -
     write_poses(tmp_path / "data" / "train.csv", {"ID_2": [TRUTH]}, confidence=False)
     with pytest.raises(SystemExit, match="ID_1"):
         main([str(tmp_path / "data"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="no refinement results"):
+        main([str(tmp_path / "data"), str(tmp_path / "data")])

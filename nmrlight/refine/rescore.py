@@ -106,14 +106,17 @@ def _training_set(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
 
     from nmrlight.errors import NmrlightError
     from nmrlight.io.poses import read_poses
-    from nmrlight.metric import threshold_hits
+    from nmrlight.metric import ROTATION_THRESHOLDS_DEG, TRANSLATION_THRESHOLDS, threshold_hits
     from nmrlight.refine.ablation import car_errors, read_pairing
 
     truth = read_poses(data / "train.csv")
     pairing = read_pairing(data)
+    results = _results(run)
+    if not results:
+        raise NmrlightError(f"{run}: no refinement results (images/*.json, or a benchmark pickle .pkl)")
     xs, ys = [], []
-    thresholds = [(0.1 - 0.01 * i, 50 - 5 * i) for i in range(10)]  # the metric's (translation, degrees)
-    for result in _results(run):
+    thresholds = list(zip(TRANSLATION_THRESHOLDS, ROTATION_THRESHOLDS_DEG, strict=True))
+    for result in results:
         if result.image_id not in truth:
             raise NmrlightError(f"{run}: image {result.image_id} is not in {data / 'train.csv'}")
         if pairing is None:
