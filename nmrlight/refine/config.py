@@ -124,9 +124,9 @@ class RefineConfig:
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)
     global_prior_free: bool = True       # a second start: refined without the prior, then with it from there,
                                          # taken when its loss is lower (docs/accuracy.md; about 1.6 x the renders)
-    global_free_polish: float | None = 0.5  # the chosen pose polished without the prior (last stage) for a car
-                                         # at least this visible (None: off; 0.7 until the ninth
-                                         # session of 2026-11-30; docs/accuracy.md)
+    global_free_polish: float | None = 0.01  # the chosen pose polished without the prior (last stage) for a car
+                                         # at least this visible: every car with a mask (None: off; 0.7 until
+                                         # the ninth session of 2026-11-30, 0.5 until the eleventh; docs/accuracy.md)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)
