@@ -385,8 +385,8 @@ def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, con
     weight the runs stopped at 0.5-0.9 deg median rotation error where the image loss's own minimum
     lies at 0.2-0.4 deg (docs/accuracy.md). A partly hidden car's prior weighs 1 / visible times more,
     and started at the truth such a car walks back to the detector's depth (8 % off at an IoU of 0.97);
-    without it its outline holds it. From a converged pose the last stage does not wander off, and the
-    caller keeps the move within one prior sigma."""
+    without it, the outline brought most such cars near the truth (docs/accuracy.md). From a converged
+    pose the last stage does not wander off, and the caller keeps the move within one prior sigma."""
     polish = replace(_last_stage(config, problem), prior_weight=0.0)
     rotation, translation = best.rotation.detach().float(), best.translation.detach().float()
     return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=rotation,
