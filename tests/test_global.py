@@ -16,6 +16,7 @@ from nmrlight.refine.hypotheses import (
     Hypothesis,
     _detector_heading_at,
     _stall_turns,
+    _turn_replaces_flip,
     accept,
     coarse_scores,
     heading_turn,
@@ -211,6 +212,23 @@ def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: 
              visible: float = 1.0) -> PoseOutcome:
     return PoseOutcome(torch.eye(3), torch.tensor([0.0, 0.0, depth]), 1.0, 0.5, iou_before, iou_after, 10,
                        improved, 0.1, visible=visible)
+
+
+def test_a_turn_of_the_detectors_heading_wins_a_tie_with_the_flip() -> None:
+    """After a won flip, a refined turn of the detector's heading replaces it unless the flip fits better by
+    the switch margin (as the switch and the recheck ask), and only if it meets the switch's IoU bar.
+    Crowded tuning seed 45's 06/1: flip 0.158, turn 0.164, a correct heading flipped under the old rule."""
+    margin = RefineConfig().global_switch_margin
+
+    def outcome(loss: float, iou: float = 0.95) -> PoseOutcome:
+        return replace(_outcome(0.6, iou), loss_after=loss)
+
+    flip = outcome(0.158)
+    assert _turn_replaces_flip(outcome(0.164), flip, 0.75, margin)          # within the margin: a tie
+    assert _turn_replaces_flip(outcome(0.150), flip, 0.75, margin)          # better outright
+    assert not _turn_replaces_flip(outcome(0.170), flip, 0.75, margin)      # the flip fits better by > margin
+    assert not _turn_replaces_flip(outcome(0.150, iou=0.7), flip, 0.75, margin)   # below the switch's bar
+    assert _turn_replaces_flip(outcome(0.150, iou=0.7), flip, None, margin)
 
 
 def test_accept_rejects_a_pose_whose_overlap_fell() -> None:
