@@ -214,6 +214,25 @@ def _outcome(iou_before: float, iou_after: float, improved: bool = True, depth: 
                        improved, 0.1, visible=visible)
 
 
+def test_a_poorly_fitted_car_searches_other_depths_along_its_ray(picture) -> None:
+    """The detector's depth 13 % short (the truth is 1.15 x it) and two iterations a stage: the refinement
+    from there ends short of the truth at a middling fit. Below the search's IoU bar, the x 0.85 and x 1.15
+    starts are screened; x 1.15 (the truth's depth) is refined and taken. Above the bar nothing is tried."""
+    start = tuple(x / 1.15 for x in TRUE_T)
+    short = replace(FLIPS, stages=((64, "analytic", 2.0, 2), (96, "analytic", 0.0, 2)), global_headings_deg=(),
+                    global_depth_search=(0.85, 1.15), global_depth_search_below_iou=0.95)
+    found = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT, short)
+    assert found.detector.iou_after < 0.95
+    assert abs(float(found.detector.translation[2]) / TRUE_T[2] - 1.0) > 0.03
+    assert {"+0deg x0.85", "+0deg x1.15"} <= set(found.judged)
+    assert found.chosen == Hypothesis(0.0, 1.15)
+    assert abs(float(found.outcome.translation[2]) / TRUE_T[2] - 1.0) < 0.01
+    assert found.outcome.loss_after < found.detector.loss_after - short.global_switch_margin
+    untried = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT,
+                            replace(short, global_depth_search_below_iou=0.5))
+    assert untried.chosen.is_detector and "+0deg x1.15" not in untried.judged
+
+
 def test_a_turn_of_the_detectors_heading_wins_a_tie_with_the_flip() -> None:
     """After a won flip, a refined turn of the detector's heading replaces it unless the flip fits better by
     the switch margin (as the switch and the recheck ask), and only if it meets the switch's IoU bar.

@@ -91,7 +91,11 @@ def register(app: typer.Typer) -> None:
             "docs/accuracy.md).")),
         global_stall_turns: bool = typer.Option(True, "--global-stall-turns/--no-global-stall-turns", help=(
             "With --global-stage, when a flip wins, the detector's heading turned by +-10 and +-20 deg is "
-            "screened and the best refined: it wins over the flip when it fits better (docs/accuracy.md).")),
+            "screened and the best refined: it takes the flip's place unless the flip fits better by the switch "
+            "margin (docs/accuracy.md).")),
+        global_depth_search: bool = typer.Option(True, "--global-depth-search/--no-global-depth-search", help=(
+            "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8) has the "
+            "detector's depth x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
@@ -167,6 +171,7 @@ def register(app: typer.Typer) -> None:
                               global_free_polish=global_free_polish or None,
                               prior_sigma_far=prior_sigma_far,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
+                              global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

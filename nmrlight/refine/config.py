@@ -119,6 +119,9 @@ class RefineConfig:
     global_recheck: bool = True          # ... and beat, by that margin, the detector's heading refined again there
     global_stall_turns_deg: tuple[float, ...] = (-20.0, -10.0, 10.0, 20.0)  # when a flip won: the detector's
                                          # heading turned by these, screened, the best refined (() off)
+    global_depth_search: tuple[float, ...] = (0.85, 1.15)  # a poorly fitted chosen pose: these depths (x the
+                                         # detector's, along its ray) screened, the best refined (() off) ...
+    global_depth_search_below_iou: float = 0.8  # ... for a car whose chosen pose ends below this IoU
     global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
     global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)

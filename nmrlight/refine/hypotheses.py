@@ -304,6 +304,16 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + config.global_switch_margin:
             best_h, best = detector, again
+    if (config.global_depth_search and best.iou_after < config.global_depth_search_below_iou
+            and (config.global_min_visible is None or base.visible >= config.global_min_visible)):
+        found, seconds, iterations = _depth_search(problem, lighting, config, best_h, best, judged)
+        spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
+        if found is not None:
+            h, o = found
+            outcomes[h] = o
+            fits = min_iou is None or o.iou_after >= min_iou
+            if fits and o.loss_after < best.loss_after - config.global_switch_margin:
+                best_h, best = h, o
     free_polish, free_polish_taken = None, False
     if config.global_free_polish is not None and base.visible >= config.global_free_polish:
         free = _free_polish(problem, best, lighting, config)
@@ -351,6 +361,28 @@ def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, 
         return None, seconds, iterations
     outcome = refine_pose(best[2], lighting, config)
     return (best[1], outcome), seconds, iterations
+
+
+def _depth_search(problem: CarProblem, lighting: Lighting, config: RefineConfig, chosen: Hypothesis,
+                  best: PoseOutcome, judged: dict[str, float]
+                  ) -> tuple[tuple[Hypothesis, PoseOutcome] | None, float, int]:
+    """Other depths along the viewing ray for a car whose chosen pose fits poorly (`global_depth_search`,
+    the chosen heading kept): each screened and judged in the common view against the chosen pose, the
+    best refined fully if it passes the screen. Returns it (or None) and the screening's seconds and
+    iterations."""
+    seconds, iterations = 0.0, 0
+    reference = _judge(problem, lighting, config, best.rotation, best.translation)
+    pick: tuple[float, Hypothesis, CarProblem] | None = None
+    for factor in config.global_depth_search:
+        h = Hypothesis(chosen.heading_deg, float(factor))
+        start = _started_at(problem, h)
+        judged[h.label()], screened = _screen(problem, start, lighting, config)
+        seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
+        if pick is None or judged[h.label()] < pick[0]:
+            pick = (judged[h.label()], h, start)
+    if pick is None or pick[0] > reference - config.global_screen_margin:
+        return None, seconds, iterations
+    return (pick[1], refine_pose(pick[2], lighting, config)), seconds, iterations
 
 
 def _turn_replaces_flip(turned: PoseOutcome, flip: PoseOutcome, min_iou: float | None, margin: float) -> bool:
