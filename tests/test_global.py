@@ -11,13 +11,13 @@ import torch
 
 from nmrlight.camera import Camera
 from nmrlight.procedural import car_for_model
+from nmrlight.refine.acceptance import accept
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.hypotheses import (
     Hypothesis,
     _detector_heading_at,
     _stall_turns,
     _turn_replaces_flip,
-    accept,
     coarse_scores,
     heading_turn,
     hypotheses,

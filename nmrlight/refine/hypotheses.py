@@ -20,9 +20,8 @@ before that, a won flip also has the detector's heading turned by +-10 and +-20 
 refined (`global_stall_turns_deg`): a heading stalled 10 deg off can make a wrong flip look better; the
 turn takes the flip's place unless the flip fits better by the margin (ties go to the detector's heading).
 Every start keeps its prior on the detector's pose (a flip on the flipped pose), so final losses compare.
-`accept` (used with or without the global stage): a refined pose that does not explain its own mask
-(final IoU too low, or a large move along the ray to a middling fit) is not taken; the car keeps the
-detector's pose (a wrong basin is not an improvement).
+A car whose chosen pose still fits poorly has other depths along its ray searched (`_depth_search`).
+Whether the result is taken at all is `acceptance.accept`'s question.
 """
 
 from __future__ import annotations
@@ -240,6 +239,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`.
     When a flip wins, small turns of the detector's heading are screened too (`_stall_turns`).
+    A chosen pose below `global_depth_search_below_iou` has other depths searched (`_depth_search`).
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
@@ -459,33 +459,3 @@ def _refined_from(problem: CarProblem, rotation: torch.Tensor, translation: torc
     centre_r, centre_t = problem.prior_pose()
     return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=centre_r,
                                prior_translation=centre_t), lighting, config)
-
-
-def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | None = None
-           ) -> tuple[PoseOutcome, str | None]:
-    """The outcome, or the detector's pose kept (improved False) when the evidence does not support
-    the move: its overlap with the mask fell by more than `accept_iou_drop`, or ended below
-    `accept_min_iou` (the refined car does not explain its own mask: a mostly hidden car slid off its
-    sliver of mask, or along it, where occlusion hides what would say so) or, for a car less visible than
-    `accept_hidden_visible`, below `accept_hidden_min_iou` (a sliver moves a car on little evidence), or
-    it moved along its ray by more than `accept_large_move` (fraction of the depth of `start`, the
-    detector's translation) and ended below `accept_large_move_iou` (a large move must end in a good fit:
-    partly hidden cars walked to a farther or nearer pose that fits their visible part only roughly).
-    None: no check."""
-    if not outcome.improved:
-        return outcome, None
-    if config.accept_iou_drop is not None and outcome.iou_after < outcome.iou_before - config.accept_iou_drop:
-        return replace(outcome, improved=False), f"IoU fell {outcome.iou_before:.3f} -> {outcome.iou_after:.3f}"
-    if config.accept_min_iou is not None and outcome.iou_after < config.accept_min_iou:
-        return replace(outcome, improved=False), f"IoU {outcome.iou_after:.3f} below {config.accept_min_iou:g}"
-    if (config.accept_hidden_min_iou is not None and outcome.visible < config.accept_hidden_visible
-            and outcome.iou_after < config.accept_hidden_min_iou):
-        return replace(outcome, improved=False), (f"{100 * outcome.visible:.0f} % visible, IoU "
-                                                  f"{outcome.iou_after:.3f} below {config.accept_hidden_min_iou:g}")
-    if config.accept_large_move is not None and start is not None:
-        move = abs(float(outcome.translation[2]) / float(start[2]) - 1.0)
-        if move > config.accept_large_move and outcome.iou_after < config.accept_large_move_iou:
-            return replace(outcome, improved=False), (
-                f"moved {100 * move:.1f} % in depth to IoU {outcome.iou_after:.3f}, below "
-                f"{config.accept_large_move_iou:g}")
-    return outcome, None
