@@ -345,22 +345,11 @@ def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, 
     (docs/accuracy.md). Each turn is screened (coarsest stage, judged in the common view); the best,
     if it beats the detector's refined pose there by `global_screen_margin`, is refined fully.
     Returns it (or None) and the seconds and iterations of the screening (the full refinement's are its own)."""
-    seconds, iterations = 0.0, 0
     detector_label = Hypothesis(0.0, 1.0).label()
     if detector_label not in judged:
         judged[detector_label] = _judge(problem, lighting, config, base.rotation, base.translation)
-    best: tuple[float, Hypothesis, CarProblem] | None = None
-    for degrees in config.global_stall_turns_deg:
-        h = Hypothesis(float(degrees), 1.0)
-        start = _started_at(problem, h)
-        judged[h.label()], screened = _screen(problem, start, lighting, config)
-        seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
-        if best is None or judged[h.label()] < best[0]:
-            best = (judged[h.label()], h, start)
-    if best is None or best[0] > judged[detector_label] - config.global_screen_margin:
-        return None, seconds, iterations
-    outcome = refine_pose(best[2], lighting, config)
-    return (best[1], outcome), seconds, iterations
+    turns = [Hypothesis(float(degrees), 1.0) for degrees in config.global_stall_turns_deg]
+    return _best_screened(problem, lighting, config, turns, judged[detector_label], judged)
 
 
 def _depth_search(problem: CarProblem, lighting: Lighting, config: RefineConfig, chosen: Hypothesis,
@@ -370,11 +359,20 @@ def _depth_search(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     the chosen heading kept): each screened and judged in the common view against the chosen pose, the
     best refined fully if it passes the screen. Returns it (or None) and the screening's seconds and
     iterations."""
-    seconds, iterations = 0.0, 0
     reference = _judge(problem, lighting, config, best.rotation, best.translation)
+    depths = [Hypothesis(chosen.heading_deg, float(factor)) for factor in config.global_depth_search]
+    return _best_screened(problem, lighting, config, depths, reference, judged)
+
+
+def _best_screened(problem: CarProblem, lighting: Lighting, config: RefineConfig, candidates: list[Hypothesis],
+                   reference: float, judged: dict[str, float]
+                   ) -> tuple[tuple[Hypothesis, PoseOutcome] | None, float, int]:
+    """Each candidate start screened and judged in the common view (`judged` gets its loss there); the best
+    refined fully if it beats `reference` by `global_screen_margin`. Returns it (or None) and the
+    screening's seconds and iterations (the full refinement's are its own)."""
+    seconds, iterations = 0.0, 0
     pick: tuple[float, Hypothesis, CarProblem] | None = None
-    for factor in config.global_depth_search:
-        h = Hypothesis(chosen.heading_deg, float(factor))
+    for h in candidates:
         start = _started_at(problem, h)
         judged[h.label()], screened = _screen(problem, start, lighting, config)
         seconds, iterations = seconds + screened.seconds, iterations + screened.iterations
