@@ -292,8 +292,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         polished = _prior_free_start(problem, lighting, config)
         spent_seconds, spent_iterations = spent_seconds + polished.seconds, spent_iterations + polished.iterations
         prior_free = polished.loss_after
-        if polished.loss_after < best.loss_after - config.global_switch_margin and (
-                min_iou is None or polished.iou_after >= min_iou):
+        if _replaces(polished, best, min_iou, config.global_switch_margin):
             best, prior_free_taken = polished, True
     recheck = None
     if config.global_recheck and best_h.heading_deg != 0.0:
@@ -311,8 +310,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         if found is not None:
             h, o = found
             outcomes[h] = o
-            fits = min_iou is None or o.iou_after >= min_iou
-            if fits and o.loss_after < best.loss_after - config.global_switch_margin:
+            if _replaces(o, best, min_iou, config.global_switch_margin):
                 best_h, best = h, o
     free_polish, free_polish_taken = None, False
     if config.global_free_polish is not None and base.visible >= config.global_free_polish:
@@ -381,6 +379,13 @@ def _best_screened(problem: CarProblem, lighting: Lighting, config: RefineConfig
     if pick is None or pick[0] > reference - config.global_screen_margin:
         return None, seconds, iterations
     return (pick[1], refine_pose(pick[2], lighting, config)), seconds, iterations
+
+
+def _replaces(candidate: PoseOutcome, held: PoseOutcome, min_iou: float | None, margin: float) -> bool:
+    """Whether another start's outcome takes the held pose's place: it meets the switch's IoU bar and its
+    final loss is lower by the switch margin (a tie keeps the held pose)."""
+    fits = min_iou is None or candidate.iou_after >= min_iou
+    return fits and candidate.loss_after < held.loss_after - margin
 
 
 def _turn_replaces_flip(turned: PoseOutcome, flip: PoseOutcome, min_iou: float | None, margin: float) -> bool:
