@@ -27,7 +27,8 @@ from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.refine.ablation import SETTINGS, read_pairing
 from nmrlight.refine.car_view import evaluate as _evaluate
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.image import _fit_lighting, _fixed, _neighbours
+from nmrlight.refine.image import _fit_lighting, _fixed
+from nmrlight.refine.occluders import neighbours
 from nmrlight.refine.pose import CarProblem, Neighbour, PoseParams, car_stages
 from nmrlight.refine.prepare import attach_masks, image_masks, pose_cars
 from nmrlight.refine.window import crop, make_view, signed_distance
@@ -78,10 +79,10 @@ def image_rows(data: DataFolder, image_id: str, cars: list[CarPose], config: Ref
     for car in state:
         if car.status != "refined" or car.pose.confidence < 0:   # negative confidence: a false positive
             continue
-        neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
-                      for n in _neighbours(car, state, config.max_neighbours)]
+        others = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
+              for n in neighbours(car, state, config.max_neighbours)]
         problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                             crop(photo, car.window), car.mask, car.ignore, neighbours)
+                             crop(photo, car.window), car.mask, car.ignore, others)
         size, edges, sigma, _ = car_stages(config, car.window)[-1]
         view = make_view(camera, car.window, size, problem.photo, problem.mask, problem.hidden, config.erode_pixels,
                          sigma if edges == "analytic" else 0.0, sdf=signed_distance(problem.mask))

@@ -19,7 +19,10 @@ from nmrlight.procedural import car_for_model, write_models
 from nmrlight.refine.ablation import car_errors
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.image import refine_image
+from nmrlight.refine.occluders import mask_cover, occluders
 from nmrlight.refine.pose import PoseParams, prior
+from nmrlight.refine.prepare import attach_masks, image_masks, pose_cars
+from nmrlight.refine.window import crop
 from nmrlight.render import render
 from nmrlight.rotations import kaggle_to_matrix, so3_exp
 from nmrlight.scene import MeshObject, Scene
@@ -157,3 +160,49 @@ def test_the_depth_wall_costs_nothing_inside_and_grows_steeply_beyond() -> None:
     beyond = (math.log(1.15) / config.prior_sigma_depth) ** 2 + (excess / 0.01) ** 2 * 0.01 / config.prior_weight
     assert at(1.15) == pytest.approx(beyond, rel=1e-4)
     assert at(1 / 1.15) == pytest.approx(beyond, rel=1e-4)  # both ways
+
+
+# a false positive: a car predicted in front of the car behind, on its ray, where the photograph shows none
+PHANTOM = CarPose(MODEL, (0.15, 0.3, math.pi), (1.2 * 9.0 / 12.5, 1.5 * 9.0 / 12.5, 9.0))
+
+
+def _masked_state(data: DataFolder, poses: list[CarPose]):
+    photo = data.read_image(IMAGE, "gray")
+    camera = data.camera(photo.shape[1], photo.shape[0])
+    state = pose_cars(data, poses, camera, FAST)
+    masks = image_masks(data, IMAGE, state, camera, photo.shape, FAST)
+    attach_masks(state, masks, camera, FAST)
+    return state, camera, masks.labels
+
+
+def test_a_nearer_car_that_covers_a_cars_mask_is_not_rendered_over_it(queue) -> None:
+    # at the true poses the front car covers only the edge of the mask of the car behind it
+    state, camera, labels = _masked_state(queue, [*TRUTH, PHANTOM])
+    assert state[2].status == "no mask"
+    front, phantom = mask_cover(state[1], state[0], camera), mask_cover(state[1], state[2], camera)
+    assert front < 0.05 and phantom > 0.9
+    near, hidden = occluders(state[1], state, camera, labels, 6, 0.2)
+    assert [n.index for n in near] == [0]                   # the phantom hides nothing; it has no mask pixels
+    assert hidden is None or not hidden.any()
+    # the front car predicted on the ray of the car behind, nearer: left out, its own mask don't-care
+    moved = CarPose(MODEL, TRUTH[0].rotation, PHANTOM.translation)
+    state, camera, labels = _masked_state(queue, [moved, TRUTH[1]])
+    near, hidden = occluders(state[1], state, camera, labels, 6, 0.2)
+    assert near == []
+    np.testing.assert_array_equal(hidden, crop(labels, state[1].window) == 1)
+    near, hidden = occluders(state[1], state, camera, labels, 6, None)   # the rule off: rendered
+    assert [n.index for n in near] == [0] and hidden is None
+
+
+def test_a_false_positive_in_front_of_a_car_does_not_keep_it_from_its_mask(queue) -> None:
+    poses = [DETECTED[0], DETECTED[1], PHANTOM]
+    kept = refine_image(queue, IMAGE, poses, replace(FAST, occluder_contradiction=None))
+    freed = refine_image(queue, IMAGE, poses, FAST)
+    start = car_errors(DETECTED[1], TRUTH[1])
+    # rendered in front, the phantom hides the whole car behind it: nothing to fit, the detector's pose kept
+    assert kept.cars[1].status == "kept initial" and kept.cars[1].iou_after < 0.05
+    assert car_errors(kept.cars[1].refined, TRUTH[1]) == pytest.approx(start)
+    # contradicted by the mask, it hides nothing: the car is fitted to its mask
+    rot, trans = car_errors(freed.cars[1].refined, TRUTH[1])
+    assert freed.cars[1].status == "refined" and freed.cars[1].iou_after > 0.7
+    assert rot < 0.7 * start[0] and trans < 0.6 * start[1]

@@ -96,6 +96,11 @@ def register(app: typer.Typer) -> None:
         global_depth_search: bool = typer.Option(True, "--global-depth-search/--no-global-depth-search", help=(
             "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8) has the "
             "detector's depth x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
+        occluder_contradiction: float = typer.Option(RefineConfig.occluder_contradiction, "--occluder-contradiction",
+                                                     min=0.0, max=1.0, help=(
+            "A nearer car whose render covers more than this share of a car's mask is not rendered over it "
+            "(its mask pixels are don't-care instead): its pose is contradicted there. 0: always rendered "
+            "(docs/crowded.md).")),
         accept_iou_drop: float | None = typer.Option(None, "--accept-iou-drop", min=0.0, help=(
             "Keep the detector's pose when the refined IoU fell by more than this (docs/accuracy.md).")),
         accept_min_iou: float = typer.Option(RefineConfig.accept_min_iou, "--accept-min-iou", min=0.0, max=1.0,
@@ -176,7 +181,7 @@ def register(app: typer.Typer) -> None:
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,
                               shading_materials=shading_materials,
-                              ground_plane=ground_plane,
+                              ground_plane=ground_plane, occluder_contradiction=occluder_contradiction or None,
                               mask_quality=mask_quality, joint_passes=joint_passes, optimizer=optimizer)
         if gif:
             (out / "gifs").mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage without the prior-free polish": {"global_stage": True, "global_free_polish": None},
     "+ global stage without the small turns after a flip": {"global_stage": True, "global_stall_turns_deg": ()},
     "+ global stage without the depth search of poor fits": {"global_stage": True, "global_depth_search": ()},
+    "+ global stage, contradicted neighbours still rendered": {"global_stage": True, "occluder_contradiction": None},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
     "+ ground plane": {"ground_plane": True},

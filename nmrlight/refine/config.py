@@ -57,6 +57,9 @@ class RefineConfig:
     pad: float = 0.15                    # window margin around a car, fraction of its size
     max_neighbours: int = 6              # other cars rendered in a car's window (occluders)
     ignore_occluded: bool = False        # silhouette term ignores pixels labelled as a nearer car
+    # a nearer neighbour whose render covers more than this share of a car's mask contradicts the
+    # mask: it is not rendered over that car, its mask pixels are don't-care (refine/occluders.py)
+    occluder_contradiction: float | None = 0.2
     min_mask_pixels: int = 12            # smaller masks (image pixels) are left alone
     lighting_size: int = 128             # window size (render pixels) of the lighting fit
     lighting_refit: bool = True          # refit the lighting on the refined poses (reported)

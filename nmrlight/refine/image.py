@@ -28,6 +28,7 @@ from nmrlight.refine.ground import apply_ground
 from nmrlight.refine.hypotheses import refine_global, screen_config
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, screen, shortlist
+from nmrlight.refine.occluders import hidden_pixels, neighbours, occluders
 from nmrlight.refine.overlay import GifRecorder
 from nmrlight.refine.pose import CarProblem, Neighbour, car_stages, refine_pose
 from nmrlight.refine.prepare import _Car, attach_masks, image_masks, mesh_tensors, pose_cars
@@ -57,20 +58,6 @@ def _fixed(config: RefineConfig) -> Lighting:
     return Lighting(ambient=float(a), directional=float(d), direction=tuple(float(x) for x in direction))
 
 
-def _neighbours(car: _Car, cars: list[_Car], limit: int) -> list[_Car]:
-    near = [c for c in cars if c is not car and c.box is not None and c.box.intersects(car.window)]
-    near.sort(key=lambda c: float(c.translation[2]))
-    return near[:limit]
-
-
-def _hidden(car: _Car, cars: list[_Car], labels: np.ndarray) -> np.ndarray:
-    """Pixels of the window labelled as a car nearer than this one, or don't-care (`car.ignore`)."""
-    nearer = [c.index + 1 for c in cars if c is not car and float(c.translation[2]) < float(car.translation[2])]
-    window = crop(labels, car.window)
-    hidden = np.isin(window, nearer) if nearer else np.zeros(window.shape, bool)
-    return hidden | car.ignore if car.ignore is not None else hidden
-
-
 def lighting_samples(cars: list[_Car], camera, photo: np.ndarray, labels: np.ndarray, config: RefineConfig,
                      limit: int) -> list[LightSample]:
     """Samples (normals, photo values, material classes) of up to `limit` cars (0: all), most mask pixels first."""
@@ -78,9 +65,9 @@ def lighting_samples(cars: list[_Car], camera, photo: np.ndarray, labels: np.nda
     samples = []
     for car in (chosen[:limit] if limit > 0 else chosen):
         view = make_view(camera, car.window, config.lighting_size, crop(photo, car.window), car.mask,
-                         _hidden(car, cars, labels), config.erode_pixels)
+                         hidden_pixels(car, cars, labels), config.erode_pixels)
         others = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
-                  for n in _neighbours(car, cars, config.max_neighbours)]
+                  for n in neighbours(car, cars, config.max_neighbours)]
         samples.append(sample_car(car.vertices, car.faces, car.rotation, car.translation, view, others, car.index))
     return samples
 
@@ -139,7 +126,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
     masks = image_masks(data, image_id, state, camera, (height, width), config)
     labels = masks.labels
     attach_masks(state, masks, camera, config)
-    _shortlist_meshes(data, state, camera, config)
+    _shortlist_meshes(data, state, camera, labels, config)
 
     light_fit, used = (None, [])
     # the light is learned for the report in any case, but fitted before the refinement only when a
@@ -237,12 +224,12 @@ def _car_problem(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels
                  config: RefineConfig, prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> CarProblem:
     """`car` at its current pose and mesh in its window, the window's other cars at their current poses;
     `prior`: the (rotation, translation) the prior is centred on when it is not the start."""
-    neighbours = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
-                  for n in _neighbours(car, state, config.max_neighbours)]
-    hidden = _hidden(car, state, labels) if config.ignore_occluded else car.ignore
+    near, hidden = occluders(car, state, camera, labels, config.max_neighbours, config.occluder_contradiction,
+                             config.ignore_occluded)
+    rendered = [Neighbour(n.vertices, n.faces, n.rotation, n.translation) for n in near]
     rotation0, translation0 = prior if prior is not None else (None, None)
     return CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
-                      crop(photo, car.window), car.mask, hidden, neighbours, coarse=car.coarse,
+                      crop(photo, car.window), car.mask, hidden, rendered, coarse=car.coarse,
                       prior_rotation=rotation0, prior_translation=translation0)
 
 
@@ -320,7 +307,8 @@ def _with_model(pose: CarPose, model: int) -> CarPose:
     return CarPose(int(model), pose.rotation, pose.translation, pose.confidence)
 
 
-def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, config: RefineConfig) -> None:
+def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, labels: np.ndarray | None,
+                      config: RefineConfig) -> None:
     """For cars without a model id: the meshes to refine (best shortlist first), nearest car first so
     that the cars in front are shown with their own shortlisted meshes."""
     choosing = [c for c in state if c.choose_mesh]
@@ -331,13 +319,14 @@ def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, config: Refin
         if car.status != "refined":
             car.extra["mesh_choice"] = {"chosen": car.model, "by": f"typical mesh ({car.status})"}
             continue
-        occluders = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
-                     for n in _neighbours(car, state, config.max_neighbours)
-                     if float(n.translation[2]) < float(car.translation[2])]
+        near, ignore = occluders(car, state, camera, labels, config.max_neighbours,
+                                 config.occluder_contradiction)
+        nearer = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
+                  for n in near if float(n.translation[2]) < float(car.translation[2])]
         keep = max(1, config.mesh_candidates, config.mesh_screened)
         began = time.perf_counter()
         best = shortlist(lambda m: mesh_tensors(data, m), models, car.rotation, car.translation, camera,
-                         car.window, car.mask, car.ignore, occluders, config.mesh_shortlist_size, keep)
+                         car.window, car.mask, ignore, nearer, config.mesh_shortlist_size, keep)
         car.use_mesh(data, best[0][0])
         car.extra["mesh_choice"] = {"chosen": car.model, "shortlist": [[m, round(s, 4)] for m, s in best],
                                     "seconds": round(time.perf_counter() - began, 3)}
