@@ -181,17 +181,17 @@ def test_a_nearer_car_that_covers_a_cars_mask_is_not_rendered_over_it(queue) -> 
     assert state[2].status == "no mask"
     front, phantom = mask_cover(state[1], state[0], camera), mask_cover(state[1], state[2], camera)
     assert front < 0.05 and phantom > 0.9
-    near, hidden = occluders(state[1], state, camera, labels, 6, 0.2)
-    assert [n.index for n in near] == [0]                   # the phantom hides nothing; it has no mask pixels
-    assert hidden is None or not hidden.any()
+    near, hidden, dropped = occluders(state[1], state, camera, labels, 6, 0.2)
+    assert [n.index for n in near] == [0] and [n.index for n in dropped] == [2]
+    assert hidden is None or not hidden.any()               # the phantom has no mask pixels
     # the front car predicted on the ray of the car behind, nearer: left out, its own mask don't-care
     moved = CarPose(MODEL, TRUTH[0].rotation, PHANTOM.translation)
     state, camera, labels = _masked_state(queue, [moved, TRUTH[1]])
-    near, hidden = occluders(state[1], state, camera, labels, 6, 0.2)
-    assert near == []
+    near, hidden, dropped = occluders(state[1], state, camera, labels, 6, 0.2)
+    assert near == [] and [n.index for n in dropped] == [0]
     np.testing.assert_array_equal(hidden, crop(labels, state[1].window) == 1)
-    near, hidden = occluders(state[1], state, camera, labels, 6, None)   # the rule off: rendered
-    assert [n.index for n in near] == [0] and hidden is None
+    near, hidden, dropped = occluders(state[1], state, camera, labels, 6, None)   # the rule off: rendered
+    assert [n.index for n in near] == [0] and hidden is None and dropped == []
 
 
 def test_a_false_positive_in_front_of_a_car_does_not_keep_it_from_its_mask(queue) -> None:
@@ -205,4 +205,8 @@ def test_a_false_positive_in_front_of_a_car_does_not_keep_it_from_its_mask(queue
     # contradicted by the mask, it hides nothing: the car is fitted to its mask
     rot, trans = car_errors(freed.cars[1].refined, TRUTH[1])
     assert freed.cars[1].status == "refined" and freed.cars[1].iou_after > 0.7
+    assert freed.cars[1].extra["contradicted_neighbours"] == [2]
+    assert "contradicted_neighbours" not in kept.cars[1].extra
+    # the front car, predicted behind the other: the other's render covers its mask, so it is left out too
+    assert freed.cars[0].extra["contradicted_neighbours"] == [2, 1]
     assert rot < 0.7 * start[0] and trans < 0.6 * start[1]

@@ -224,8 +224,12 @@ def _car_problem(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels
                  config: RefineConfig, prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> CarProblem:
     """`car` at its current pose and mesh in its window, the window's other cars at their current poses;
     `prior`: the (rotation, translation) the prior is centred on when it is not the start."""
-    near, hidden = occluders(car, state, camera, labels, config.max_neighbours, config.occluder_contradiction,
-                             config.ignore_occluded)
+    near, hidden, contradicted = occluders(car, state, camera, labels, config.max_neighbours,
+                                           config.occluder_contradiction, config.ignore_occluded)
+    if contradicted:  # reported per car (report.json): the last problem's
+        car.extra["contradicted_neighbours"] = [n.index for n in contradicted]
+    else:
+        car.extra.pop("contradicted_neighbours", None)
     rendered = [Neighbour(n.vertices, n.faces, n.rotation, n.translation) for n in near]
     rotation0, translation0 = prior if prior is not None else (None, None)
     return CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
@@ -319,8 +323,8 @@ def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, labels: np.nd
         if car.status != "refined":
             car.extra["mesh_choice"] = {"chosen": car.model, "by": f"typical mesh ({car.status})"}
             continue
-        near, ignore = occluders(car, state, camera, labels, config.max_neighbours,
-                                 config.occluder_contradiction)
+        near, ignore, _ = occluders(car, state, camera, labels, config.max_neighbours,
+                                    config.occluder_contradiction)
         nearer = [MeshObject(n.vertices, n.faces, n.rotation, n.translation)
                   for n in near if float(n.translation[2]) < float(car.translation[2])]
         keep = max(1, config.mesh_candidates, config.mesh_screened)

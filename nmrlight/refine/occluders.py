@@ -12,6 +12,8 @@ behind them this car may or may not continue.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from nmrlight.camera import Camera
@@ -60,9 +62,15 @@ def contradicted(car: _Car, others: list[_Car], camera: Camera, share: float | N
     return [n for n in others if float(n.translation[2]) < depth and mask_cover(car, n, camera) > share]
 
 
+class Occluders(NamedTuple):
+    rendered: list[_Car]          # the other cars drawn over the car (nearest first)
+    hidden: np.ndarray | None     # the car's don't-care pixels (window crop)
+    contradicted: list[_Car]      # nearer cars left out: their render covered the car's mask
+
+
 def occluders(car: _Car, cars: list[_Car], camera: Camera, labels: np.ndarray | None, limit: int,
-              share: float | None, ignore_occluded: bool = False) -> tuple[list[_Car], np.ndarray | None]:
-    """The cars rendered over `car` while it is refined, and its don't-care pixels (window crop).
+              share: float | None, ignore_occluded: bool = False) -> Occluders:
+    """The cars rendered over `car` while it is refined, and its don't-care pixels.
 
     Nearer neighbours that `contradicted` names are left out, their mask pixels made don't-care.
     """
@@ -70,6 +78,6 @@ def occluders(car: _Car, cars: list[_Car], camera: Camera, labels: np.ndarray | 
     hidden = hidden_pixels(car, cars, labels) if ignore_occluded and labels is not None else car.ignore
     dropped = contradicted(car, near, camera, share) if labels is not None else []
     if not dropped:
-        return near, hidden
+        return Occluders(near, hidden, [])
     theirs = np.isin(crop(labels, car.window), [n.index + 1 for n in dropped])
-    return [n for n in near if n not in dropped], theirs if hidden is None else hidden | theirs
+    return Occluders([n for n in near if n not in dropped], theirs if hidden is None else hidden | theirs, dropped)
