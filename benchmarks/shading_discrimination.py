@@ -80,7 +80,7 @@ def image_rows(data: DataFolder, image_id: str, cars: list[CarPose], config: Ref
         if car.status != "refined" or car.pose.confidence < 0:   # negative confidence: a false positive
             continue
         others = [Neighbour(n.vertices, n.faces, n.rotation, n.translation)
-              for n in neighbours(car, state, config.max_neighbours)]
+                  for n in neighbours(car, state, config.max_neighbours)]
         problem = CarProblem(car.vertices, car.faces, car.rotation, car.translation, camera, car.window,
                              crop(photo, car.window), car.mask, car.ignore, others)
         size, edges, sigma, _ = car_stages(config, car.window)[-1]

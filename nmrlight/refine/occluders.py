@@ -80,4 +80,6 @@ def occluders(car: _Car, cars: list[_Car], camera: Camera, labels: np.ndarray | 
     if not dropped:
         return Occluders(near, hidden, [])
     theirs = np.isin(crop(labels, car.window), [n.index + 1 for n in dropped])
-    return Occluders([n for n in near if n not in dropped], theirs if hidden is None else hidden | theirs, dropped)
+    left_out = {n.index for n in dropped}
+    return Occluders([n for n in near if n.index not in left_out], theirs if hidden is None else hidden | theirs,
+                     dropped)
