@@ -37,8 +37,9 @@ def register(app: typer.Typer) -> None:
         exact_masks: bool = typer.Option(False, "--exact-masks", help="Masks without detector edge errors."),
         masks_missing: float = typer.Option(0.08, "--masks-missing",
                                             help="Segmenter: fraction of detected cars without a COCO mask."),
-        masks_extra: float = typer.Option(0.10, "--masks-extra",
-                                          help="Segmenter: masks of missed cars, fraction of the other masks."),
+        masks_extra: float | None = typer.Option(None, "--masks-extra", min=0.0, max=1.0, help=(
+            "Segmenter: masks of the cars the detector missed as this fraction of the other masks, whatever "
+            "their size (the older model). Default: each found by its visible pixels, as a segmenter would.")),
     ) -> None:
         """Synthesise a data set like the Kaggle one, with ground truth and noisy predictions."""
         from rich.progress import Progress

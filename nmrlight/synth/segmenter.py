@@ -2,7 +2,8 @@
 
 A Mask R-CNN-like segmenter predicts each mask on a small grid (28 x 28) inside a slightly wrong box
 and upsamples it, so outlines are coarse and wander by about a pixel; it misses some cars the pose
-detector found and finds some the detector missed (mostly far ones); nearby masks may overlap.
+detector found and finds most of those the detector missed (large ones surely, small far ones less
+often); nearby masks may overlap.
 `segment` draws such masks from the render's exact object ids, keeping for each the index of its
 true car, which the written files hide (`coco`).
 """
@@ -23,13 +24,18 @@ class SegmenterModel:
     """How the synthetic segmenter errs.
 
     `missing_rate`: fraction of the detected (predicted) visible cars that get no mask.
-    `extra_rate`: masks of visible cars the detector missed, as a fraction of the masks of detected
-    cars (as many as there are missed cars allow). `grid`: the mask resolution inside the box.
-    `box_jitter`: relative error of the box edges. `min_pixels`: smaller regions are never found.
+    `extra_rate`: None (default): the segmenter is a model of its own and finds the visible cars the
+    detector missed by their visible pixels, each with probability (1 - `missing_rate`) times
+    min(1, pixels / `found_pixels`), so a large car in front is found whatever the detector did and a
+    small far one less often. A number: the older model, masks of missed cars as that fraction of the
+    masks of detected cars (as many as there are missed cars allow), whatever their size.
+    `grid`: the mask resolution inside the box. `box_jitter`: relative error of the box edges.
+    `min_pixels`: smaller regions are never found.
     """
 
     missing_rate: float = 0.08
-    extra_rate: float = 0.10
+    extra_rate: float | None = None
+    found_pixels: int = 400
     grid: int = 28
     box_jitter: float = 0.05
     min_pixels: int = 6
@@ -37,7 +43,7 @@ class SegmenterModel:
     def __post_init__(self) -> None:
         for name in ("missing_rate", "extra_rate", "box_jitter"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise NmrlightError(f"segmenter {name} must lie in [0, 1], got {value}")
         if self.grid < 2:
             raise NmrlightError(f"segmenter grid must be at least 2, got {self.grid}")
@@ -99,9 +105,10 @@ def segment(object_id: np.ndarray, detected: list[int], n_cars: int, rng: np.ran
 
     Objects 0..n_cars-1 are the annotated cars (truth row order); `detected` lists those the pose
     detector predicted. Each detected car with at least `min_pixels` visible pixels gets a mask
-    unless missed (`missing_rate`); the other visible cars get masks at `extra_rate` (relative to the
-    detected masks). Objects in `unannotated` (rendered, not in the truth) may get masks too, with
-    truth_index -1. Masks come in truth order; the writer shuffles them.
+    unless missed (`missing_rate`); the other visible cars get masks by their visible pixels, or at
+    `extra_rate` relative to the detected masks (`SegmenterModel`). Objects in `unannotated` (rendered,
+    not in the truth) may get masks too, with truth_index -1. Masks come in truth order; the writer
+    shuffles them.
     """
     model = model or SegmenterModel()
     pixels = np.bincount(object_id[object_id >= 0].ravel(), minlength=n_cars)
@@ -110,7 +117,10 @@ def segment(object_id: np.ndarray, detected: list[int], n_cars: int, rng: np.ran
     keep = [i for i in visible if i in found and rng.random() >= model.missing_rate]
     others = [i for i in visible if i not in found]
     others += [i for i in (unannotated or []) if i < len(pixels) and pixels[i] >= model.min_pixels]
-    if others:
+    if others and model.extra_rate is None:   # found by their own pixels
+        found_rate = 1.0 - model.missing_rate
+        keep += [i for i in others if rng.random() < found_rate * min(1.0, pixels[i] / model.found_pixels)]
+    elif others:
         p = min(1.0, model.extra_rate * len(keep) / len(others))
         keep += [i for i in others if rng.random() < p]
     masks = []
