@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -245,7 +246,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     detector = Hypothesis(0.0, 1.0)
     outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
     base = outcomes[detector]
-    if config.global_min_visible is not None and base.visible < config.global_min_visible:
+    sees_enough = config.global_min_visible is None or base.visible >= config.global_min_visible
+    if not sees_enough:
         # a sliver of a car shows too little to tell its front from its back (or its depth): at 7 %
         # flipped headings a guess there is more often wrong than right; nothing else is scored
         scored: list[Scored] = []
@@ -281,14 +283,10 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     if config.global_stall_turns_deg and best_h.flipped:
         turned, seconds, iterations = _stall_turns(problem, lighting, config, base, judged)
         spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
-        if turned is not None:
-            h, o = turned
-            outcomes[h] = o
-            if _turn_replaces_flip(o, best, min_iou, config.global_switch_margin):
-                best_h, best = h, o
+        best_h, best = _adopt(turned, outcomes, (best_h, best),
+                              lambda o: _turn_replaces_flip(o, best, min_iou, config.global_switch_margin))
     prior_free, prior_free_taken = None, False
-    if (config.global_prior_free and best_h.is_detector and config.prior_weight > 0
-            and (config.global_min_visible is None or base.visible >= config.global_min_visible)):
+    if config.global_prior_free and best_h.is_detector and config.prior_weight > 0 and sees_enough:
         polished = _prior_free_start(problem, lighting, config)
         spent_seconds, spent_iterations = spent_seconds + polished.seconds, spent_iterations + polished.iterations
         prior_free = polished.loss_after
@@ -303,15 +301,11 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + config.global_switch_margin:
             best_h, best = detector, again
-    if (config.global_depth_search and best.iou_after < config.global_depth_search_below_iou
-            and (config.global_min_visible is None or base.visible >= config.global_min_visible)):
+    if config.global_depth_search and best.iou_after < config.global_depth_search_below_iou and sees_enough:
         found, seconds, iterations = _depth_search(problem, lighting, config, best_h, best, judged)
         spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
-        if found is not None:
-            h, o = found
-            outcomes[h] = o
-            if _replaces(o, best, min_iou, config.global_switch_margin):
-                best_h, best = h, o
+        best_h, best = _adopt(found, outcomes, (best_h, best),
+                              lambda o: _replaces(o, best, min_iou, config.global_switch_margin))
     free_polish, free_polish_taken = None, False
     if config.global_free_polish is not None and base.visible >= config.global_free_polish:
         free = _free_polish(problem, best, lighting, config)
@@ -379,6 +373,17 @@ def _best_screened(problem: CarProblem, lighting: Lighting, config: RefineConfig
     if pick is None or pick[0] > reference - config.global_screen_margin:
         return None, seconds, iterations
     return (pick[1], refine_pose(pick[2], lighting, config)), seconds, iterations
+
+
+def _adopt(found: tuple[Hypothesis, PoseOutcome] | None, outcomes: dict[Hypothesis, PoseOutcome],
+           held: tuple[Hypothesis, PoseOutcome], takes: Callable[[PoseOutcome], bool]
+           ) -> tuple[Hypothesis, PoseOutcome]:
+    """A search's refined start (or None): recorded in `outcomes`, and returned when `takes` says it
+    replaces the held pose; otherwise the held (hypothesis, outcome)."""
+    if found is None:
+        return held
+    outcomes[found[0]] = found[1]
+    return found if takes(found[1]) else held
 
 
 def _replaces(candidate: PoseOutcome, held: PoseOutcome, min_iou: float | None, margin: float) -> bool:
