@@ -147,7 +147,8 @@ def table(args: argparse.Namespace) -> None:
                 refined = sum(1 for c in r.cars if c.seconds > 0)
                 seconds[i] = [cpu / max(refined, 1) if c.seconds > 0 else 0.0 for c in r.cars]
             done = {i: predictions[i] for i in results}
-            rows.extend(group_stats(f"{name}{suffix}", truth, done, after, seconds, args.near, pairing))
+            rows.extend(group_stats(f"{name}{suffix}", truth, done, after, seconds, args.near, pairing,
+                                    overall=True))
     print(markdown_table(rows))
 
 

@@ -319,6 +319,16 @@ def test_ablation_pairs_through_truth_rows_and_counts_flips() -> None:
     assert ceiling[0].rotation == truth["A"][1].rotation and ceiling[0].translation == truth["A"][1].translation
     assert ceiling[1] == before["A"][1] and ceiling[2].translation == truth["A"][0].translation
     assert near.map_after < near.map_ceiling < 1.0   # the false positive, ranked with the others, costs precision
+    # over all cars (the mAP target): a near and a far car, each band and the whole set
+    truth["A"].append(CarPose(16, rot, (2.0, 1.0, 60.0)))
+    before["A"].append(CarPose(16, rot, (2.0, 1.0, 66.0)))
+    after["A"].append(CarPose(16, rot, (2.0, 1.0, 60.3)))
+    pairing["A"].append(2)
+    rows = group_stats("x", truth, before, after, {"A": [1.0] * 4}, near=40.0, pairing=pairing, overall=True)
+    assert [(r.group, r.cars) for r in rows] == [("< 40 m", 2), (">= 40 m", 1), ("all", 3)]
+    assert rows[2].trans_after == pytest.approx(0.0) and rows[1].trans_after == pytest.approx(0.3 / math.sqrt(3605.0))
+    assert rows[2].map_ceiling < rows[1].map_ceiling == pytest.approx(1.0)  # the false positive is near
+    assert len(group_stats("x", truth, before, after, {"A": [1.0] * 4}, near=40.0, pairing=pairing)) == 2
 
 
 def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(picture, tmp_path) -> None:
