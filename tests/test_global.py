@@ -17,6 +17,7 @@ from nmrlight.refine.hypotheses import (
     Hypothesis,
     _detector_heading_at,
     _stall_turns,
+    _tied_flip,
     _turn_replaces_flip,
     coarse_scores,
     heading_turn,
@@ -422,6 +423,32 @@ def test_only_a_flip_moves_the_priors_centre(picture) -> None:
     found = refine_global(_problem(picture, start, TRUE_T), LIGHT, config)
     assert "+8deg x1" in found.refined
     assert found.refined["+8deg x1"] == pytest.approx(found.refined["+0deg x1"], abs=2e-3)
+
+
+def test_a_flip_tied_under_the_prior_gets_a_prior_free_start_only_for_a_visible_car() -> None:
+    """Kaggle tuning seed 54's 05/14: its true flip and the detector's heading ended 0.3110 / 0.3109 under
+    the prior; freed, the detector's heading fell to 0.177 and won the tie. A flip within the switch
+    margin of the detector's refinement is given the same second start; a turn is not a flip, a flip
+    beyond the margin is no tie, and a partly hidden car (crowded 45's 06/7, 33 % visible: freed, its
+    flip fitted the sliver at the wrong heading) gets none."""
+    config = replace(RefineConfig(), global_flip_tie=True)
+    margin = config.global_switch_margin
+
+    def outcome(loss: float, visible: float = 0.95) -> PoseOutcome:
+        return replace(_outcome(0.6, 0.95), loss_after=loss, visible=visible)
+
+    base = outcome(0.3110)
+    detector, flip, turn = Hypothesis(0.0, 1.0), Hypothesis(180.0, 1.0), Hypothesis(10.0, 1.0)
+    tied = {detector: base, flip: outcome(0.3109), turn: outcome(0.3100)}
+    assert _tied_flip(tied, base, config) == flip
+    assert _tied_flip({detector: base, flip: outcome(0.3110 + 0.5 * margin)}, base, config) == flip
+    assert _tied_flip({detector: base, flip: outcome(0.3110 + 1.5 * margin)}, base, config) is None
+    assert _tied_flip({detector: base, turn: outcome(0.3100)}, base, config) is None
+    two = {detector: base, flip: outcome(0.3112), Hypothesis(165.0, 1.0): outcome(0.3105)}
+    assert _tied_flip(two, base, config) == Hypothesis(165.0, 1.0)          # the better of two tied flips
+    assert _tied_flip(tied, base, replace(config, global_flip_tie=False)) is None
+    hidden = outcome(0.3110, visible=0.33)
+    assert _tied_flip({detector: hidden, flip: outcome(0.3109)}, hidden, config) is None
 
 
 def test_a_prior_free_second_start_is_taken_only_when_its_full_loss_is_lower(picture) -> None:

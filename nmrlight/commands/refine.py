@@ -96,6 +96,10 @@ def register(app: typer.Typer) -> None:
         global_depth_search: bool = typer.Option(True, "--global-depth-search/--no-global-depth-search", help=(
             "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8) has the "
             "detector's depth x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
+        global_flip_tie: bool = typer.Option(RefineConfig.global_flip_tie, "--global-flip-tie/--no-global-flip-tie",
+                                             help=(
+            "With --global-stage, when the prior-free second start wins for the detector's heading, a flip "
+            "that tied it under the prior gets the same start (cars at least half visible; docs/accuracy.md).")),
         occluder_contradiction: float = typer.Option(RefineConfig.occluder_contradiction, "--occluder-contradiction",
                                                      min=0.0, max=1.0, help=(
             "A nearer car whose render covers more than this share of a car's mask is not rendered over it "
@@ -177,6 +181,7 @@ def register(app: typer.Typer) -> None:
                               prior_sigma_far=prior_sigma_far,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
+                              global_flip_tie=global_flip_tie,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

@@ -86,6 +86,7 @@ class GlobalOutcome:
     recheck: float | None = None  # final loss of the detector's heading refined from the turned winner's position
     prior_free: float | None = None   # final loss of the prior-free second start (None: not tried)
     prior_free_taken: bool = False    # ... and whether it won
+    flip_prior_free: float | None = None  # ... the same for a flip tied with the detector's heading (None: not tried)
     free_polish: float | None = None  # final loss (no prior) of the chosen pose's prior-free polish (None: not tried)
     free_polish_taken: bool = False   # ... and whether it was taken
 
@@ -98,6 +99,7 @@ class GlobalOutcome:
                 "recheck": None if self.recheck is None else round(self.recheck, 4),
                 "prior_free": None if self.prior_free is None else round(self.prior_free, 4),
                 "prior_free_taken": self.prior_free_taken,
+                "flip_prior_free": None if self.flip_prior_free is None else round(self.flip_prior_free, 4),
                 "free_polish": None if self.free_polish is None else round(self.free_polish, 4),
                 "free_polish_taken": self.free_polish_taken}
 
@@ -285,13 +287,20 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
         best_h, best = _adopt(turned, outcomes, (best_h, best),
                               lambda o: _turn_replaces_flip(o, best, min_iou, config.global_switch_margin))
-    prior_free, prior_free_taken = None, False
+    prior_free, prior_free_taken, flip_prior_free = None, False, None
     if config.global_prior_free and best_h.is_detector and config.prior_weight > 0 and sees_enough:
         polished = _prior_free_start(problem, lighting, config)
         spent_seconds, spent_iterations = spent_seconds + polished.seconds, spent_iterations + polished.iterations
         prior_free = polished.loss_after
         if _replaces(polished, best, min_iou, config.global_switch_margin):
             best, prior_free_taken = polished, True
+            tied = _tied_flip(outcomes, base, config)
+            if tied is not None:
+                freed = _prior_free_start(_started_at(problem, tied), lighting, config)
+                spent_seconds, spent_iterations = spent_seconds + freed.seconds, spent_iterations + freed.iterations
+                flip_prior_free = freed.loss_after
+                if _replaces(freed, best, min_iou, config.global_switch_margin):
+                    best_h, best = tied, freed
     recheck = None
     if config.global_recheck and best_h.heading_deg != 0.0:
         again = _detector_heading_at(problem, best, lighting, config)
@@ -324,7 +333,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                      improved=best.loss_after < base.loss_before)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
                          margin, base, time.perf_counter() - began, judged, recheck, prior_free,
-                         prior_free_taken, free_polish, free_polish_taken)
+                         prior_free_taken, flip_prior_free, free_polish, free_polish_taken)
 
 
 def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, base: PoseOutcome,
@@ -417,6 +426,21 @@ def _prior_free_start(problem: CarProblem, lighting: Lighting, config: RefineCon
                              lighting, polish)
     return replace(polished, seconds=free.seconds + polished.seconds,
                    iterations=free.iterations + polished.iterations)
+
+
+def _tied_flip(outcomes: dict[Hypothesis, PoseOutcome], base: PoseOutcome, config: RefineConfig
+               ) -> Hypothesis | None:
+    """A refined flip that ended within the switch margin of the detector's heading (`global_flip_tie`),
+    for a car at least `global_partial_visible` visible.
+
+    Both were refined under the prior, which holds them in the detector's basin: when freed the
+    detector's heading fits much better, the flip deserves the same chance before the tie is settled
+    for the detector."""
+    if not config.global_flip_tie or base.visible < config.global_partial_visible:
+        return None   # freed, a partly hidden car's flip fits its sliver of outline at the wrong heading
+    tied = [h for h, o in outcomes.items()
+            if h.flipped and abs(o.loss_after - base.loss_after) < config.global_switch_margin]
+    return min(tied, key=lambda h: outcomes[h].loss_after) if tied else None
 
 
 def _last_stage(config: RefineConfig, problem: CarProblem) -> RefineConfig:
