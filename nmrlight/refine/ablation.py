@@ -115,6 +115,15 @@ def car_errors(pred: CarPose, gt: CarPose) -> tuple[float, float]:
     return rot, float(np.linalg.norm(t - g) / np.linalg.norm(g))
 
 
+def paired_truth(truth: dict[str, list[CarPose]], pairing: dict[str, list[int]] | None, image_id: str,
+                 k: int) -> CarPose | None:
+    """The true car prediction k of `image_id` was made from (`pairing[image][k]` its truth row, -1 a
+    false positive; None: rows aligned), or None when it was made from none."""
+    gts = truth.get(image_id, [])
+    t = pairing[image_id][k] if pairing is not None else k
+    return gts[t] if 0 <= t < len(gts) else None
+
+
 def _split(poses: dict[str, list[CarPose]], near: float, keep_near: bool | None) -> dict[str, list[CarPose]]:
     """The cars nearer than `near` (keep_near True), the others (False), or all of them (None)."""
     if keep_near is None:
@@ -132,12 +141,10 @@ def group_stats(setting: str, truth: dict[str, list[CarPose]], before: dict[str,
     for group, keep in groups + ([("all", None)] if overall else []):
         rows, secs = [], []
         for image_id, preds in before.items():
-            gts = truth.get(image_id, [])
             for k in range(len(preds)):
-                t = pairing[image_id][k] if pairing is not None else k
-                if t < 0 or t >= len(gts):
+                g = paired_truth(truth, pairing, image_id, k)
+                if g is None:
                     continue
-                g = gts[t]
                 if keep is not None and (g.translation[2] < near) != keep:
                     continue
                 if seconds[image_id][k] <= 0:  # not refined (no mask, not visible): left out
@@ -168,11 +175,9 @@ def ceiling_poses(truth: dict[str, list[CarPose]], predictions: dict[str, list[C
     detector's confidence; false positives (paired with none) stay as they are."""
     out = {}
     for image_id, preds in predictions.items():
-        gts = truth.get(image_id, [])
         rows = []
         for k, p in enumerate(preds):
-            t = pairing[image_id][k] if pairing is not None else k
-            g = gts[t] if 0 <= t < len(gts) else None
+            g = paired_truth(truth, pairing, image_id, k)
             rows.append(p if g is None else CarPose(p.model_type, g.rotation, g.translation, p.confidence))
         out[image_id] = rows
     return out

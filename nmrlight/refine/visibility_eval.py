@@ -27,7 +27,7 @@ import numpy as np
 
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors, ceiling_poses, read_pairing
+from nmrlight.refine.ablation import car_errors, ceiling_poses, paired_truth, read_pairing
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 WORSE_TRANSLATION = 0.02   # "ended worse": translation error up by more than this (relative) ...
@@ -70,13 +70,12 @@ def ranked_poses(truth: dict[str, list[CarPose]], refined: dict[str, list[CarPos
     pairs = list(zip(TRANSLATION_THRESHOLDS, ROTATION_THRESHOLDS_DEG, strict=True))
     out = {}
     for image_id, cars in refined.items():
-        gts = truth.get(image_id, [])
         rows = []
         for k, car in enumerate(cars):
-            t = pairing[image_id][k] if pairing is not None else k
+            true_car = paired_truth(truth, pairing, image_id, k)
             met = 0
-            if 0 <= t < len(gts):
-                rot, trans = car_errors(car, gts[t])
+            if true_car is not None:
+                rot, trans = car_errors(car, true_car)
                 met = sum(trans < max_t and rot < max_r for max_t, max_r in pairs)
             tie = min(max(float(car.confidence), 0.0), 1.0)
             rows.append(replace(car, confidence=(met + 0.5 * tie) / (len(pairs) + 1)))
