@@ -8,6 +8,9 @@
     # the table: for each run, as refined, + ground plane, + re-scoring, + both (`nmrlight.refine.ablation`'s
     # statistics by band, against every annotated car, with the mAP's ceiling)
     python benchmarks/accuracy_kaggle.py table DIR NAME=RUN.pkl ... [--near 40]
+    # a copy of DIR whose detections all have their heading flipped (turned 180 deg about the car's own
+    # vertical axis; everything else linked to DIR's files): how often the global stage finds a flip
+    python benchmarks/accuracy_kaggle.py flip DIR FLIPPED_DIR
 
 The ground plane and re-scoring run after every car of a photograph is refined (refine_image calls the
 same `ground_results` and `_rescore`), so applying them afterwards gives the rows `nmrlight ablation
@@ -152,6 +155,33 @@ def table(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
+def flip(args: argparse.Namespace) -> None:
+    """`args.out`: `args.data` with every detection's heading turned by 180 deg (train and submission
+    predictions), its other files and folders linked, not copied."""
+    from nmrlight.io.poses import CarPose, write_poses, write_submission
+    from nmrlight.refine.hypotheses import heading_turn
+    from nmrlight.rotations import kaggle_to_matrix, matrix_to_kaggle
+
+    source, target = Path(args.data).resolve(), Path(args.out)
+    target.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        link = target / item.name
+        if not item.name.startswith("predictions") and not link.exists():
+            link.symlink_to(item)
+
+    def turned(car: CarPose) -> CarPose:
+        matrix = kaggle_to_matrix(torch.tensor(car.rotation, dtype=torch.float64))
+        angles = matrix_to_kaggle(matrix @ heading_turn(180.0).double())
+        return CarPose(car.model_type, tuple(float(a) for a in angles), car.translation, car.confidence)
+
+    predictions = read_poses(source / "predictions.csv")
+    flipped = {image: [turned(c) for c in cars] for image, cars in predictions.items()}
+    write_poses(target / "predictions.csv", flipped)
+    if (source / "predictions_submission.csv").is_file():
+        write_submission(target / "predictions_submission.csv", flipped)
+    print(f"{target}: {sum(map(len, flipped.values()))} detections, every heading flipped")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -167,8 +197,11 @@ def main() -> None:
     t.add_argument("data")
     t.add_argument("runs", nargs="+", help="NAME=RUN.pkl")
     t.add_argument("--near", type=float, default=40.0)
+    f = sub.add_parser("flip")
+    f.add_argument("data")
+    f.add_argument("out")
     args = parser.parse_args()
-    refine(args) if args.command == "refine" else table(args)
+    {"refine": refine, "table": table, "flip": flip}[args.command](args)
 
 
 if __name__ == "__main__":

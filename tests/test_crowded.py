@@ -95,7 +95,7 @@ def test_the_rotation_prior_widens_with_depth_when_asked() -> None:
     """`prior_sigma_far`: the rotation sigmas are as configured up to 20 m, times the factor from 70 m,
     linear between (a detector's rotation error doubles from 20 to 70 m), for cars at least half
     visible; depth's sigma stays."""
-    from nmrlight.refine.hypotheses import _within_prior_sigma
+    from nmrlight.refine.global_stage import _within_prior_sigma
     from nmrlight.refine.params import rotation_sigma_rad
     from nmrlight.refine.pose import PoseOutcome
 

@@ -13,19 +13,14 @@ from nmrlight.camera import Camera
 from nmrlight.procedural import car_for_model
 from nmrlight.refine.acceptance import accept
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.hypotheses import (
-    Hypothesis,
+from nmrlight.refine.global_stage import (
     _detector_heading_at,
     _stall_turns,
     _tied_flip,
     _turn_replaces_flip,
-    coarse_scores,
-    heading_turn,
-    hypotheses,
-    prior_centre,
     refine_global,
-    start_pose,
 )
+from nmrlight.refine.hypotheses import Hypothesis, coarse_scores, heading_turn, hypotheses, prior_centre, start_pose
 from nmrlight.refine.pose import CarProblem, PoseOutcome, refine_pose
 from nmrlight.refine.window import crop, projected_box
 from nmrlight.render import render
@@ -152,9 +147,13 @@ def test_global_stage_takes_a_flip_only_when_it_fits_well(picture) -> None:
     partial = refine_global(problem, LIGHT, replace(FLIPS, global_partial_visible=1.5,
                                                     global_switch_min_iou_partial=unreachable))
     assert not partial.chosen.flipped and "+180deg x1" in partial.refined
-    lenient = refine_global(problem, LIGHT, replace(FLIPS, global_partial_visible=1.5,
-                                                    global_switch_min_iou_partial=0.0))
+    won_by = taken.refined["+0deg x1"] - taken.refined["+180deg x1"]
+    partly_hidden = replace(FLIPS, global_partial_visible=1.5, global_switch_min_iou_partial=0.0)
+    lenient = refine_global(problem, LIGHT, replace(partly_hidden, global_switch_margin_partial=won_by - 0.005))
     assert lenient.chosen.flipped   # the bar is the higher of the two: 0.75 still holds, and is met
+    # and there a turned heading must win by the partial margin: by more than the flip's lead, it is not taken
+    wide = refine_global(problem, LIGHT, replace(partly_hidden, global_switch_margin_partial=won_by + 0.005))
+    assert not wide.chosen.flipped and "+180deg x1" in wide.refined
 
 
 def test_global_stage_tries_no_alternative_for_a_car_it_sees_too_little_of(picture) -> None:
@@ -532,7 +531,7 @@ def test_the_default_polish_frees_a_partly_hidden_car_from_the_priors_pull(pictu
 def test_the_polish_may_move_a_pose_by_one_prior_sigma_at_most() -> None:
     """The prior's standard deviations (1.5, 4, 1.5 deg about the camera's x, y, z; 10 % in depth) bound
     the prior-free polish's move: it removes the prior's pull, it does not overrule it."""
-    from nmrlight.refine.hypotheses import _within_prior_sigma
+    from nmrlight.refine.global_stage import _within_prior_sigma
     from nmrlight.rotations import so3_exp
 
     config = RefineConfig()

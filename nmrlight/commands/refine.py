@@ -100,6 +100,10 @@ def register(app: typer.Typer) -> None:
                                              help=(
             "With --global-stage, when the prior-free second start wins for the detector's heading, a flip "
             "that tied it under the prior gets the same start (cars at least half visible; docs/accuracy.md).")),
+        global_switch_margin_partial: float = typer.Option(
+            RefineConfig.global_switch_margin_partial, "--global-switch-margin-partial", min=0.0, help=(
+                "With --global-stage, the margin by which a flip must beat the detector's heading for a car less "
+                "than half visible (0: the switch margin, 0.01; docs/accuracy.md).")),
         occluder_contradiction: float = typer.Option(RefineConfig.occluder_contradiction, "--occluder-contradiction",
                                                      min=0.0, max=1.0, help=(
             "A nearer car whose render covers more than this share of a car's mask is not rendered over it "
@@ -182,6 +186,7 @@ def register(app: typer.Typer) -> None:
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
                               global_flip_tie=global_flip_tie,
+                              global_switch_margin_partial=global_switch_margin_partial or None,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

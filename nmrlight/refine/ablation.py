@@ -58,6 +58,8 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage without the heading recheck": {"global_stage": True, "global_recheck": False},
     "+ global stage without the prior-free second start": {"global_stage": True, "global_prior_free": False},
     "+ global stage, tied flips not freed": {"global_stage": True, "global_flip_tie": False},
+    "+ global stage, partly hidden cars' flips at the plain margin": {"global_stage": True,
+                                                                       "global_switch_margin_partial": None},
     "+ global stage without the prior-free polish": {"global_stage": True, "global_free_polish": None},
     "+ global stage without the small turns after a flip": {"global_stage": True, "global_stall_turns_deg": ()},
     "+ global stage without the depth search of poor fits": {"global_stage": True, "global_depth_search": ()},

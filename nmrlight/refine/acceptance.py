@@ -1,6 +1,6 @@
 """Acceptance of a refined pose: a pose that does not explain its own mask is not taken.
 
-Used with or without the global stage (`refine/hypotheses.py`): a refined pose whose final IoU with its
+Used with or without the global stage (`refine/global_stage.py`): a refined pose whose final IoU with its
 mask is too low, or that moved far along its ray to a middling fit, is not an improvement but a wrong
 basin, and the car keeps the detector's pose (docs/accuracy.md, docs/crowded.md).
 """

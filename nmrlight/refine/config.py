@@ -128,10 +128,12 @@ class RefineConfig:
     global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
     global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)
+    global_switch_margin_partial: float | None = 0.015  # ... and the margin a turned heading (a flip) must
+                                         # win by there (None: global_switch_margin; docs/accuracy.md)
     global_prior_free: bool = True       # a second start: refined without the prior, then with it from there,
                                          # taken when its loss is lower (docs/accuracy.md; about 1.6 x the renders)
     global_flip_tie: bool = True         # ... when it is taken, a flip that tied the detector's heading under the
-                                         # prior gets the same second start (hypotheses._tied_flip)
+                                         # prior gets the same second start (global_stage._tied_flip)
     global_free_polish: float | None = 0.01  # the chosen pose polished without the prior (last stage) for a car
                                          # at least this visible: every car with a mask (None: off; 0.7 until
                                          # the ninth session of 2026-11-30, 0.5 until the eleventh; docs/accuracy.md)

@@ -24,8 +24,8 @@ from nmrlight.io.poses import CarPose
 from nmrlight.refine.acceptance import accept
 from nmrlight.refine.coarse import MASK_QUALITIES
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
+from nmrlight.refine.global_stage import refine_global, screen_config
 from nmrlight.refine.ground import apply_ground
-from nmrlight.refine.hypotheses import refine_global, screen_config
 from nmrlight.refine.lighting import FitOptions, LightFit, LightSample, consistency, fit_lighting, sample_car
 from nmrlight.refine.meshchoice import pick, screen, shortlist
 from nmrlight.refine.occluders import hidden_pixels, neighbours, occluders
