@@ -369,6 +369,52 @@ def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(pict
     assert float(row["Confidence"]) == pytest.approx(car.refined.confidence)
 
 
+@pytest.mark.parametrize("each", [False, True])
+def test_without_a_model_id_the_global_stage_runs_for_the_chosen_mesh(picture, tmp_path, monkeypatch, each) -> None:
+    """Submission input (no model id), two meshes refined: by default each is refined from the detector's
+    pose and the global stage runs once, for the chosen mesh, on that mesh's refinement (not again);
+    with `global_each_mesh` it runs for both, and the car's record is the chosen (lowest-loss) mesh's."""
+    import nmrlight.refine.image as image
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.io.poses import CarPose
+    from nmrlight.procedural import write_models
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, [MODEL, 3])
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    calls = []
+
+    def spy(problem, lighting, config, frame=None, base=None):
+        found = refine_global(problem, lighting, config, frame=frame, base=base)
+        calls.append((base, found))
+        return found
+
+    monkeypatch.setattr(image, "refine_global", spy)
+    unknown = CarPose(-1, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2]), TRUE_T, 0.7)
+    config = replace(FLIPS, global_stage=True, mesh_candidates=2, mesh_screened=2, global_each_mesh=each,
+                     lighting="fixed", fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
+    car = image.refine_image(data, "ID_one", [unknown], config).cars[0]
+    losses = car.extra["mesh_choice"]["losses"]
+    assert len(losses) == 2
+    if not each:
+        assert len(calls) == 1 and calls[0][0] is not None     # the chosen mesh's refinement, reused
+        found = calls[0][1]
+        assert found.detector is calls[0][0]
+        assert found.detector.loss_after == pytest.approx(losses[str(car.refined.model_type)], abs=1e-6)
+    else:
+        assert len(calls) == 2 and all(base is None for base, _ in calls)
+        found = min((f for _, f in calls), key=lambda f: f.outcome.loss_after)
+    assert car.extra["global"]["chosen"] == found.chosen.label()
+    assert car.extra["global"]["refined"] == {k: round(v, 4) for k, v in found.refined.items()}
+    assert car.loss_after == pytest.approx(found.outcome.loss_after)
+
+
 def test_recheck_refines_the_detector_heading_from_the_winners_position(picture) -> None:
     """A flip that won only because the detector's refinement stuck 30 % too far: the detector's (right)
     heading refined from the flip's position reaches the truth and fits better than the flip there,

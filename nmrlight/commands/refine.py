@@ -104,6 +104,10 @@ def register(app: typer.Typer) -> None:
             RefineConfig.global_switch_margin_partial, "--global-switch-margin-partial", min=0.0, help=(
                 "With --global-stage, the margin by which a flip must beat the detector's heading for a car less "
                 "than half visible (0: the switch margin, 0.01; docs/accuracy.md).")),
+        global_each_mesh: bool = typer.Option(RefineConfig.global_each_mesh, "--global-each-mesh", help=(
+            "With --global-stage and cars without a model id: run the global stage for every candidate mesh, "
+            "not only for the one their refinements from the detector's pose chose (1.6-1.8 x the CPU; "
+            "docs/inputs.md).")),
         occluder_contradiction: float = typer.Option(RefineConfig.occluder_contradiction, "--occluder-contradiction",
                                                      min=0.0, max=1.0, help=(
             "A nearer car whose render covers more than this share of a car's mask is not rendered over it "
@@ -187,6 +191,7 @@ def register(app: typer.Typer) -> None:
                               global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
                               global_flip_tie=global_flip_tie,
                               global_switch_margin_partial=global_switch_margin_partial or None,
+                              global_each_mesh=global_each_mesh,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
                               accept_large_move=accept_large_move or None,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,

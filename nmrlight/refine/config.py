@@ -105,6 +105,8 @@ class RefineConfig:
     mesh_screened: int = 8               # ... of this many, kept by the silhouette shortlist and ranked by
                                          # the coarsest stage's loss (<= mesh_candidates: no screening) ...
     mesh_screen_iterations: int = 25     # ... after at most this many iterations of it
+    global_each_mesh: bool = False       # with the global stage: run it for every refined mesh (True), or only
+                                         # for the one the refinements from the detector's pose chose
     mesh_shortlist_size: int = 64        # window size (render pixels) of the mesh shortlist
     # --- global stage, acceptance, re-scoring (issue 11; docs/accuracy.md). Off by default (it costs
     # about 1.4 x the CPU of the local refinement); on held-out kaggle seeds it fixes 84 % of the flipped

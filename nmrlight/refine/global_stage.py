@@ -96,10 +96,12 @@ def _screen(problem: CarProblem, start: CarProblem, lighting: Lighting, config: 
     return _judge(problem, lighting, config, screened.rotation, screened.translation), screened
 
 
-def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None) -> GlobalOutcome:
+def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig, frame=None,
+                  base: PoseOutcome | None = None) -> GlobalOutcome:
     """The global stage for one car; returns the accepted refinement (or the detector's pose kept).
 
-    The detector's start is refined as without the stage. With `global_screen`, each other shortlisted
+    The detector's start is refined as without the stage (or `base` is that refinement, when the caller
+    has it: the mesh choice refined it already). With `global_screen`, each other shortlisted
     start is first refined with the coarsest stage only and judged against the detector's refined pose
     in one common view; only one whose loss there is below the detector's minus `global_screen_margin`
     (a negative margin: within |margin| of it) is refined fully, so that a car costs one refinement, a
@@ -112,8 +114,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
-    outcomes: dict[Hypothesis, PoseOutcome] = {detector: refine_pose(problem, lighting, config, frame=frame)}
-    base = outcomes[detector]
+    if base is None:
+        base = refine_pose(problem, lighting, config, frame=frame)
+    outcomes: dict[Hypothesis, PoseOutcome] = {detector: base}
     sees_enough = config.global_min_visible is None or base.visible >= config.global_min_visible
     if not sees_enough:
         # a sliver of a car shows too little to tell its front from its back (or its depth): at 7 %

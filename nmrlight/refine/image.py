@@ -148,15 +148,18 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
         candidates, screened = screen(candidates, lambda m, car=car: _coarse_loss(
             car, m, state, camera, photo, labels, lighting, config, data), max(1, config.mesh_candidates))
-        outcomes = {}
+        # with several meshes, each is refined from the detector's pose and the global stage runs for the
+        # chosen one only (`global_each_mesh`: for every one, as until the fifteenth session)
+        each = config.global_stage and (config.global_each_mesh or len(candidates) == 1)
+        outcomes, stages = {}, {}
         for model in candidates:
             if model != car.model:
                 car.use_mesh(data, model)
             problem = _car_problem(car, state, camera, photo, labels, config)
             recorder = GifRecorder() if config.gif_dir else None
-            if config.global_stage:
+            if each:
                 found = refine_global(problem, lighting, config, frame=recorder)
-                car.extra["global"] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+                stages[model] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
                 outcomes[model] = (found.outcome, recorder)
             else:
                 outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
@@ -168,6 +171,13 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
             if choice.chosen != car.model:
                 car.use_mesh(data, choice.chosen)
+        if config.global_stage and not each:
+            problem = _car_problem(car, state, camera, photo, labels, config)
+            found = refine_global(problem, lighting, config, base=outcomes[car.model][0])
+            stages[car.model] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+            outcomes[car.model] = (found.outcome, outcomes[car.model][1])
+        if car.model in stages:
+            car.extra["global"] = stages[car.model]   # the chosen mesh's record (was the last one refined)
         outcome, recorder = outcomes[car.model]
         outcome, rejected = accept(outcome, config, car.translation)
         if rejected:
