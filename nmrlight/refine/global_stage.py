@@ -70,7 +70,6 @@ class GlobalOutcome:
                 "free_polish_taken": self.free_polish_taken}
 
 
-
 def screen_config(config: RefineConfig, max_iterations: int | None = None) -> RefineConfig:
     """The first (coarsest) stage only, at most `max_iterations` of it: where a start's basin leads
     (or how well a mesh fits), at a fraction of the cost."""
