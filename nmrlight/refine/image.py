@@ -159,7 +159,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
             recorder = GifRecorder() if config.gif_dir else None
             if each:
                 found = refine_global(problem, lighting, config, frame=recorder)
-                stages[model] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+                stages[model] = _stage_record(found, car)
                 outcomes[model] = (found.outcome, recorder)
             else:
                 outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
@@ -174,7 +174,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         if config.global_stage and not each:
             problem = _car_problem(car, state, camera, photo, labels, config)
             found = refine_global(problem, lighting, config, base=outcomes[car.model][0])
-            stages[car.model] = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+            stages[car.model] = _stage_record(found, car)
             outcomes[car.model] = (found.outcome, outcomes[car.model][1])
         if car.model in stages:
             car.extra["global"] = stages[car.model]   # the chosen mesh's record (was the last one refined)
@@ -307,6 +307,11 @@ def _rescore(result: CarResult) -> None:
     result.extra["detector_confidence"] = float(result.initial.confidence)
     p = result.refined
     result.refined = CarPose(p.model_type, p.rotation, p.translation, rescored(result))
+
+
+def _stage_record(found, car: _Car) -> dict:
+    """What report.json keeps of a car's global stage: its summary and where the detector's start went."""
+    return {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
 
 
 def _outcome_summary(outcome, car: _Car) -> dict:
