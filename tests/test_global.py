@@ -595,3 +595,35 @@ def test_the_polish_may_move_a_pose_by_one_prior_sigma_at_most() -> None:
     assert not _within_prior_sigma(held, moved(2, 1.6), config)
     assert _within_prior_sigma(held, moved(1, 0.0, depth=21.5), config)
     assert not _within_prior_sigma(held, moved(1, 0.0, depth=22.5), config)
+
+
+@pytest.mark.parametrize("depth", [0.85, 1.18])
+def test_without_a_model_id_the_true_mesh_is_found_though_the_depth_is_far_off(picture, tmp_path, depth) -> None:
+    """Submission input with the detector's depth 15 % too near or 18 % too far (its error's tail): a
+    smaller or larger mesh fits the mask at that depth as well as the true one at its own, so the
+    shortlist searches the depth along the ray (shape, not size) and each candidate starts where it
+    fitted. The true mesh (a sedan) must win against meshes of another length and proportion, and end
+    within 2 % of the true depth."""
+    import nmrlight.refine.image as image
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.io.poses import CarPose
+    from nmrlight.procedural import write_models
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, [2, 9, MODEL, 35, 46, 50])       # hatchbacks, the true sedan, a shorter one, SUVs
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    detected = CarPose(-1, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(2.0), TRUE_ANGLES[2]),
+                       tuple(np.asarray(TRUE_T) * depth), 0.7)
+    config = replace(FAST, mesh_candidates=2, mesh_screened=3, lighting="fixed",
+                     fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
+    car = image.refine_image(data, "ID_one", [detected], config).cars[0]
+    shortlisted = {m: f for m, _, f in car.extra["mesh_choice"]["shortlist"]}
+    assert MODEL in shortlisted and shortlisted[MODEL] == pytest.approx(1.0 / depth, rel=0.05)
+    assert car.refined.model_type == MODEL, car.extra["mesh_choice"]
+    assert car.refined.translation[2] == pytest.approx(TRUE_T[2], rel=0.02)   # from 15-18 % off

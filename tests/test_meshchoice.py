@@ -63,7 +63,7 @@ def test_screen_keeps_the_lowest_coarse_losses_and_skips_short_lists():
 
 
 @pytest.mark.parametrize("truth", MODELS)
-@pytest.mark.parametrize("depth, heading_deg", [(1.0, 0.0), (1.06, 4.0), (0.95, -3.0)])
+@pytest.mark.parametrize("depth, heading_deg", [(1.0, 0.0), (1.06, 4.0), (0.95, -3.0), (0.88, 2.0), (1.13, -2.0)])
 def test_shortlist_puts_the_true_kind_first(data, truth, depth, heading_deg):
     camera = Camera.kaggle().scaled(0.25)
     rotation = torch.as_tensor(kaggle_to_matrix(np.array([0.15, 0.7, math.pi])), dtype=torch.float32)

@@ -145,7 +145,7 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         if car.status != "refined":
             results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
-        candidates = [m for m, _ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
+        candidates = [m for m, *_ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
         candidates, screened = screen(candidates, lambda m, car=car: _coarse_loss(
             car, m, state, camera, photo, labels, lighting, config, data), max(1, config.mesh_candidates))
         # with several meshes, each is refined from the detector's pose and the global stage runs for the
@@ -345,7 +345,9 @@ def _shortlist_meshes(data: DataFolder, state: list[_Car], camera, labels: np.nd
         keep = max(1, config.mesh_candidates, config.mesh_screened)
         began = time.perf_counter()
         best = shortlist(lambda m: mesh_tensors(data, m), models, car.rotation, car.translation, camera,
-                         car.window, car.mask, ignore, nearer, config.mesh_shortlist_size, keep)
+                         car.window, car.mask, ignore, nearer, config.mesh_shortlist_size, keep,
+                         config.mesh_shortlist_steps)
         car.use_mesh(data, best[0][0])
-        car.extra["mesh_choice"] = {"chosen": car.model, "shortlist": [[m, round(s, 4)] for m, s in best],
+        car.extra["mesh_choice"] = {"chosen": car.model,
+                                    "shortlist": [[m, round(s, 4), round(f, 4)] for m, s, f in best],
                                     "seconds": round(time.perf_counter() - began, 3)}
