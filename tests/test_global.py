@@ -601,9 +601,9 @@ def test_the_polish_may_move_a_pose_by_one_prior_sigma_at_most() -> None:
 def test_without_a_model_id_the_true_mesh_is_found_though_the_depth_is_far_off(picture, tmp_path, depth) -> None:
     """Submission input with the detector's depth 15 % too near or 18 % too far (its error's tail): a
     smaller or larger mesh fits the mask at that depth as well as the true one at its own, so the
-    shortlist searches the depth along the ray (shape, not size) and each candidate starts where it
-    fitted. The true mesh (a sedan) must win against meshes of another length and proportion, and end
-    within 2 % of the true depth."""
+    shortlist scores each mesh at its best depth along the ray (shape, not size; the true mesh's is the
+    search's end nearest the truth, x 1.14 or x 0.87). The true mesh (a sedan) must win against meshes
+    of another length and proportion, and end within 2 % of the true depth."""
     import nmrlight.refine.image as image
     from nmrlight.io.camera_file import write_intrinsics
     from nmrlight.io.dataset import DataFolder
