@@ -88,15 +88,13 @@ def shortlist(mesh: Callable[[int], tuple[torch.Tensor, torch.Tensor]], models: 
     scored = []
     for model in models:
         vertices, faces = mesh(model)
-
-        def score(factor: float, vertices: torch.Tensor = vertices, faces: torch.Tensor = faces) -> float:
+        tried = {}
+        for factor in (DEPTH_STEP ** k for k in range(-steps, steps + 1)):
             car = MeshObject(vertices, faces, rotation, translation * factor)
             with torch.no_grad():
                 out = render(Scene([car, *occluders]), cam, None, edges="none", outputs=set())
             silhouette = (out.object_id == 0).numpy() & care
-            return pair_score(silhouette, target, slack=np.inf)  # the car's own mask: no damping
-
-        tried = {factor: score(factor) for factor in (DEPTH_STEP ** k for k in range(-steps, steps + 1))}
+            tried[factor] = pair_score(silhouette, target, slack=np.inf)  # the car's own mask: no damping
         factor = max(tried, key=tried.get)
         scored.append((model, tried[factor], factor))
     scored.sort(key=lambda item: -item[1])
