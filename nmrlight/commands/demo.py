@@ -15,6 +15,8 @@ from pathlib import Path
 
 import typer
 
+from nmrlight.refine.config import RefineConfig
+
 
 def _row(name: str, result, iou: float | None) -> list[str]:
     return [name, f"{result.map:.3f}", f"{result.median_rotation_deg:.2f}",
@@ -32,7 +34,7 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(2, "--workers", help="Worker processes."),
         input_path: str = typer.Option("coco", "--input", help="coco: submission file + COCO results masks "
                                        "(association, mesh choice); labels: train format + label masks."),
-        mesh_candidates: int = typer.Option(3, "--mesh-candidates", min=1,
+        mesh_candidates: int = typer.Option(RefineConfig.mesh_candidates, "--mesh-candidates", min=1,
                                             help="Meshes refined in full per car (coco input; see nmrlight "
                                             "refine): the best of the demo's 8 after each is screened."),
     ) -> None:
@@ -43,7 +45,6 @@ def register(app: typer.Typer) -> None:
         from nmrlight.errors import NmrlightError
         from nmrlight.io.poses import read_poses
         from nmrlight.metric import evaluate
-        from nmrlight.refine.config import RefineConfig
         from nmrlight.refine.result import ImageResult
         from nmrlight.refine.runner import RunOptions, run_refine
         from nmrlight.synth import SynthConfig, synthesize

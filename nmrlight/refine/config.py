@@ -101,7 +101,8 @@ class RefineConfig:
     association_min_score: float = 0.3  # pairs (car, mask) scoring below this are never matched
     association_size: int = 2048         # longer side (pixels) of the frame the association renders
     association_slack: float = 0.03      # lateral error forgiven without damping, fraction of the focal length
-    mesh_candidates: int = 3             # meshes refined per car without a model id (best loss wins) ...
+    mesh_candidates: int = 4             # meshes refined per car without a model id (best loss wins; 3 until
+                                         # the seventeenth session, docs/accuracy.md) ...
     mesh_screened: int = 8               # ... of this many, kept by the silhouette shortlist and ranked by
                                          # the coarsest stage's loss (<= mesh_candidates: no screening) ...
     mesh_screen_iterations: int = 25     # ... after at most this many iterations of it
