@@ -30,7 +30,7 @@ from nmrlight.camera import Camera
 from nmrlight.io.dataset import DataFolder
 from nmrlight.refine.associate import pair_score
 from nmrlight.refine.window import Box, _resample
-from nmrlight.render import render
+from nmrlight.render import fixed_layer, render
 from nmrlight.scene import MeshObject, Scene
 
 DEPTH_STEP = 1.07          # ratio between neighbouring depths of the shortlist's search
@@ -85,6 +85,7 @@ def shortlist(mesh: Callable[[int], tuple[torch.Tensor, torch.Tensor]], models: 
     care = np.ones_like(target) if dont_care is None else \
         _resample(dont_care.astype(np.float32), cam.height, cam.width).numpy() < 0.5
     target &= care
+    layer = fixed_layer(occluders, cam)   # the other cars, rasterised once for every mesh and depth
     scored = []
     for model in models:
         vertices, faces = mesh(model)
@@ -92,7 +93,8 @@ def shortlist(mesh: Callable[[int], tuple[torch.Tensor, torch.Tensor]], models: 
         for factor in (DEPTH_STEP ** k for k in range(-steps, steps + 1)):
             car = MeshObject(vertices, faces, rotation, translation * factor)
             with torch.no_grad():
-                out = render(Scene([car, *occluders]), cam, None, edges="none", outputs=set())
+                scene = Scene([car]) if layer is not None else Scene([car, *occluders])
+                out = render(scene, cam, None, edges="none", outputs=set(), fixed=layer)
             silhouette = (out.object_id == 0).numpy() & care
             tried[factor] = pair_score(silhouette, target, slack=np.inf)  # the car's own mask: no damping
         factor = max(tried, key=tried.get)
