@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -70,3 +71,29 @@ def two_car_problem(turn: float, shift: tuple[float, float, float]):
                               photo[box.y0:box.y1, box.x0:box.x1], mask, None,
                               [pose.Neighbour(verts[1], faces[1], rotations[1], translations[1])])
     return problem, lighting, rotations[0], translations[0]
+
+
+# --- run fingerprints: everything a refine run computed, timings left out --------------------------------
+TIMING_KEYS = ("mean_seconds_per_refined_car", "attempts", "generated", "started")  # and every "seconds*"
+
+
+def _is_timing(key: str) -> bool:
+    """Wall-clock facts (durations, time stamps): the only things two runs may differ in."""
+    return key in TIMING_KEYS or key.startswith("seconds")
+
+
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if not _is_timing(k)}
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def fingerprint(out: Path) -> dict[str, str]:
+    """Everything a run computed, as text: refined.csv and lighting.csv verbatim, and each per-image
+    JSON and report.json re-serialised without timings (floats as repr: equal text = equal bits)."""
+    prints = {name: (out / name).read_text() for name in ("refined.csv", "lighting.csv")}
+    for path in sorted((out / "images").glob("*.json")) + [out / "report.json"]:
+        prints[path.name] = json.dumps(_without_timings(json.loads(path.read_text())), sort_keys=True)
+    return prints

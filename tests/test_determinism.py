@@ -1,8 +1,9 @@
 """Sharding does not change the result: refined.csv, lighting.csv and every number of the per-image
 results are the same bytes whether a data set is refined in process with one or two kernel threads,
-by two worker processes, by a local Ray, after a kill and a resume, or on a joined Ray cluster (a
+after a kill by two worker processes resuming, by a private local Ray, or on a joined Ray cluster (a
 loopback `ray start --head` with token authentication, started and stopped here). Runs are compared
 with each other, never with stored numbers. Timings (`seconds`) and attempt counts are left out.
+tests/test_runner.py compares two worker processes (one of them dying) and a caller's Ray the same way.
 
 The last stage's windows (192 render pixels) are large enough that torch would split its reductions by
 thread (over 32k elements), so a torch thread count that followed --threads would show here.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kill_after_first_result
+from conftest import fingerprint, kill_after_first_result
 
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, run_refine
@@ -33,7 +34,6 @@ from nmrlight.refine.runner import RunOptions, run_refine
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = dict(stages=((48, "soft", 2.0, 3), (192, "analytic", 1.0, 3)), large_stage=None, lighting_size=48,
               lighting_cars=1, lighting_refit=False, max_neighbours=2)
-TIMING_KEYS = ("mean_seconds_per_refined_car", "attempts", "generated", "started")  # and every "seconds*"
 
 
 # --- the compiled kernels: the same bits for any numba thread count -----------------------------------
@@ -106,28 +106,6 @@ def _options(data: Path, out: Path, threads: int = 1, **kw) -> RunOptions:
                       config=RefineConfig(threads=threads, **CONFIG), progress=False, **kw)
 
 
-def _is_timing(key: str) -> bool:
-    """Wall-clock facts (durations, time stamps): the only things two runs may differ in."""
-    return key in TIMING_KEYS or key.startswith("seconds")
-
-
-def _without_timings(value):
-    if isinstance(value, dict):
-        return {k: _without_timings(v) for k, v in value.items() if not _is_timing(k)}
-    if isinstance(value, list):
-        return [_without_timings(v) for v in value]
-    return value
-
-
-def fingerprint(out: Path) -> dict[str, str]:
-    """Everything a run computed, as text: refined.csv and lighting.csv verbatim, and each per-image
-    JSON and report.json re-serialised without timings (floats as repr: equal text = equal bits)."""
-    prints = {name: (out / name).read_text() for name in ("refined.csv", "lighting.csv")}
-    for path in sorted((out / "images").glob("*.json")) + [out / "report.json"]:
-        prints[path.name] = json.dumps(_without_timings(json.loads(path.read_text())), sort_keys=True)
-    return prints
-
-
 def assert_same(out: Path, reference: dict[str, str]) -> None:
     got = fingerprint(out)
     assert sorted(got) == sorted(reference)
@@ -159,36 +137,25 @@ def test_in_process_two_threads(data, reference, tmp_path):
     assert (torch.get_num_threads(), numba.get_num_threads()) == before   # the caller's settings are back
 
 
-def test_two_worker_processes(data, reference, tmp_path):
-    summary = run_refine(_options(data, tmp_path, workers=2), log=lambda _m: None)
-    assert summary.backend == "local-process" and summary.workers == 2
-    assert_same(tmp_path, reference)
-
-
-def test_local_ray(data, reference, tmp_path):
-    ray = pytest.importorskip("ray")
-    messages: list[str] = []
-    summary = run_refine(_options(data, tmp_path, ray=True, workers=2, threads=2), log=messages.append)
-    assert summary.backend == "ray-task" and not ray.is_initialized()   # started for the run, then shut down
-    assert any("a local Ray started for the run" in m for m in messages)
-    assert_same(tmp_path, reference)
-
-
-def _driver_script(data: Path, out: Path, **options) -> str:
-    """A separate driver process running `run_refine` (what `nmrlight refine` does) with CONFIG."""
+def _driver_script(data: Path, out: Path, threads: int = 1, **options) -> str:
+    """A separate driver process running `run_refine` (what `nmrlight refine` does) with CONFIG; it fails
+    if a Ray the run started is still up when the run returns."""
     return textwrap.dedent(f"""
+        import sys
         from pathlib import Path
         from nmrlight.refine.config import RefineConfig
         from nmrlight.refine.runner import RunOptions, run_refine
         data = Path({str(data)!r})
         summary = run_refine(RunOptions(data=data, predictions=data / "predictions.csv", out=Path({str(out)!r}),
-                             config=RefineConfig(**{CONFIG!r}), progress=False, **{options!r}))
+                             config=RefineConfig(threads={threads}, **{CONFIG!r}), progress=False, **{options!r}))
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            raise SystemExit("Ray is still initialised after the run")
         raise SystemExit(summary.exit_code)
     """)
 
 
 def test_resume_after_kill(data, reference, tmp_path):
-    """kill -9 a one-process run once its first image is saved; resume with two workers."""
+    """kill -9 a one-process run once its first image is saved; resume with two worker processes."""
     kill_after_first_result(_driver_script(data, tmp_path, workers=1), tmp_path, 180, env=_env())
     assert not (tmp_path / "refined.csv").exists()
     summary = run_refine(_options(data, tmp_path, workers=2), log=lambda _m: None)
@@ -239,8 +206,9 @@ def _run_driver(script: str, env: dict[str, str], timeout: float = 300) -> subpr
 @pytest.mark.skipif(sys.platform != "linux", reason="the loopback head is managed through /proc")
 def test_joined_loopback_ray_head(data, reference, tmp_path):
     """`ray start --head` on 127.0.0.1 with a token on the machine (token authentication on, as after any
-    local ray.init): joining it by address works without RAY_AUTH_MODE, and plain --ray, while that
-    cluster runs, starts a private instance instead of failing; both reproduce the reference."""
+    local ray.init): joining it by address works without RAY_AUTH_MODE, and plain --ray (two workers of
+    two kernel threads), while that cluster runs, starts a private instance for the run and shuts it down
+    instead of failing; both reproduce the reference."""
     pytest.importorskip("ray")
     home = tmp_path / "home"
     (home / ".ray").mkdir(parents=True)
@@ -271,7 +239,7 @@ def test_joined_loopback_ray_head(data, reference, tmp_path):
             in joined.stdout
         assert_same(tmp_path / "joined", reference)
 
-        local = _run_driver(_driver_script(data, tmp_path / "local", ray=True, workers=2), env)
+        local = _run_driver(_driver_script(data, tmp_path / "local", threads=2, ray=True, workers=2), env)
         assert local.returncode == 0, local.stdout[-3000:]
         assert "a local Ray started for the run" in local.stdout
         assert_same(tmp_path / "local", reference)

@@ -6,20 +6,24 @@ incremental rebuilds, and bad input. The results are made by hand from a small s
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 import shutil
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, replace
 from html.parser import HTMLParser
 from pathlib import Path
+from unittest import mock
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
 
+from nmrlight.cli import main
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
@@ -286,8 +290,16 @@ def test_rebuild_skips_unchanged_pages_and_redraws_changed(run, tmp_path) -> Non
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nmrlight.cli", *args], capture_output=True, text=True,
-                          timeout=600)
+    """The `nmrlight` entry point run in this process as the shell would call it: exit status, stdout, stderr.
+    (tests/test_io.py runs the installed console script in a real subprocess.)"""
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.object(sys, "argv", ["nmrlight", *args]), redirect_stdout(out), redirect_stderr(err):
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_report_command_rebuilds_and_skips_bad_results(run, tmp_path) -> None:
