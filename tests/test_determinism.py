@@ -32,7 +32,7 @@ from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, run_refine
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = dict(stages=((48, "soft", 2.0, 3), (192, "analytic", 1.0, 3)), large_stage=None, lighting_size=48,
+CONFIG = dict(stages=((48, "soft", 1.0, 3), (192, "analytic", 1.0, 3)), large_stage=None, lighting_size=48,
               lighting_cars=1, lighting_refit=False, max_neighbours=2)
 
 

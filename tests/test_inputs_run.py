@@ -20,7 +20,7 @@ from nmrlight.io.poses import read_poses, write_submission
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, run_refine
 
-FAST = dict(stages=((32, "soft", 2.0, 3),), lighting_size=32, lighting_cars=1, max_neighbours=2,
+FAST = dict(stages=((32, "soft", 1.0, 3),), lighting_size=32, lighting_cars=1, max_neighbours=2,
             mesh_candidates=2, mesh_screened=3, mesh_shortlist_size=32)
 
 

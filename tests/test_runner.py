@@ -20,7 +20,7 @@ from nmrlight.io.poses import read_poses_lenient
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.runner import RunOptions, load_result, result_path, run_refine
 
-FAST = dict(stages=((32, "soft", 2.0, 3),), lighting_size=32, lighting_cars=1, max_neighbours=2)
+FAST = dict(stages=((32, "soft", 1.0, 3),), lighting_size=32, lighting_cars=1, max_neighbours=2)
 BROKEN = "ID_synth_000002"      # its mask is replaced by a wrong-size PNG
 BAD_ROW = "ID_unreadable"       # a predictions row that cannot be parsed
 CRASH_ENV = "NMRLIGHT_TEST_CRASH_ONCE"
