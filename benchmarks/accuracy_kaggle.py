@@ -11,6 +11,9 @@
     # a copy of DIR whose detections all have their heading flipped (turned 180 deg about the car's own
     # vertical axis; everything else linked to DIR's files): how often the global stage finds a flip
     python benchmarks/accuracy_kaggle.py flip DIR FLIPPED_DIR
+    # seeds' runs re-scored and their flip ties judged together (`refine/appearance.py`: more cars teach
+    # each mesh's layout), as one run over all their photographs would; writes RUN.reviewed.pkl each
+    python benchmarks/accuracy_kaggle.py review DIR=RUN.pkl DIR=RUN.pkl ...
 
 The ground plane and re-scoring run after every car of a photograph is refined (refine_image calls the
 same `ground_results` and `_rescore`), so applying them afterwards gives the rows `nmrlight ablation
@@ -37,6 +40,7 @@ import torch  # noqa: E402
 from nmrlight.io.dataset import DataFolder  # noqa: E402
 from nmrlight.io.poses import read_poses  # noqa: E402
 from nmrlight.refine.ablation import group_stats, markdown_table, read_pairing  # noqa: E402
+from nmrlight.refine.appearance import review_flip_ties  # noqa: E402
 from nmrlight.refine.config import RefineConfig  # noqa: E402
 from nmrlight.refine.ground import ground_results  # noqa: E402
 from nmrlight.refine.image import _rescore, refine_image  # noqa: E402
@@ -111,6 +115,11 @@ def variants(run: dict, data: DataFolder) -> dict[str, dict]:
         fallback[image_id] = (result, cpu)
     out[" + ground plane with fallback"] = fallback
     if any("global" in c.extra for r, _ in run["results"].values() for c in r.cars):
+        # what run_refine does last: the flip ties of all photographs judged by the learned layouts
+        reviewed = {i: (copy.deepcopy(r), cpu) for i, (r, cpu) in out[" + re-scoring"].items()}
+        review = review_flip_ties([(data, r) for r, _ in reviewed.values()], config)
+        print(f"flip review: {review.judged} ties judged, {review.switched} switched; voters {review.learned}")
+        out[" + re-scoring + flip review"] = reviewed
         out[", detector's start only"] = {i: (_detector_start(r), cpu) for i, (r, cpu) in run["results"].items()}
     return out
 
@@ -155,6 +164,28 @@ def table(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
+def review(args: argparse.Namespace) -> None:
+    """Runs on data folders that share their meshes (kaggle-preset seeds) re-scored and their flip ties
+    judged together, as one run over all their photographs would: each DIR=RUN.pkl is written to
+    RUN.reviewed.pkl (`table` shows it; its review finds every tie judged already)."""
+    runs = []
+    for item in args.runs:
+        folder, path = item.split("=", 1)
+        with open(path, "rb") as f:
+            run = pickle.load(f)
+        for result, _ in run["results"].values():
+            for car in result.cars:
+                _rescore(car)
+        runs.append((DataFolder(Path(folder)), Path(path), run))
+    config: RefineConfig = runs[0][2]["config"]
+    pooled = [(data, result) for data, _, run in runs for result, _ in run["results"].values()]
+    found = review_flip_ties(pooled, config, print)
+    print(f"flip review: {found.judged} ties judged, {found.switched} switched; voters {found.learned}")
+    for _, path, run in runs:
+        with open(path.with_suffix(".reviewed.pkl"), "wb") as f:
+            pickle.dump(run, f)
+
+
 def flip(args: argparse.Namespace) -> None:
     """`args.out`: `args.data` with every detection's heading turned by 180 deg (train and submission
     predictions), its other files and folders linked, not copied."""
@@ -197,11 +228,13 @@ def main() -> None:
     t.add_argument("data")
     t.add_argument("runs", nargs="+", help="NAME=RUN.pkl")
     t.add_argument("--near", type=float, default=40.0)
+    v = sub.add_parser("review")
+    v.add_argument("runs", nargs="+", help="DIR=RUN.pkl")
     f = sub.add_parser("flip")
     f.add_argument("data")
     f.add_argument("out")
     args = parser.parse_args()
-    {"refine": refine, "table": table, "flip": flip}[args.command](args)
+    {"refine": refine, "table": table, "review": review, "flip": flip}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,11 @@ def register(app: typer.Typer) -> None:
         global_depth_search: bool = typer.Option(True, "--global-depth-search/--no-global-depth-search", help=(
             "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8) has the "
             "detector's depth x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
+        flip_review: bool = typer.Option(RefineConfig.appearance_review, "--flip-review/--no-flip-review", help=(
+            "With --global-stage, once every photograph is refined: each car whose two headings ended within "
+            "0.03 of each other takes the one its mesh's face layout, learned from the run's well-fitted cars, "
+            "fits better by 10 % (docs/accuracy.md: off by default, it switched as many correct headings as "
+            "flips).")),
         global_flip_tie: bool = typer.Option(RefineConfig.global_flip_tie, "--global-flip-tie/--no-global-flip-tie",
                                              help=(
             "With --global-stage, when the prior-free second start wins for the detector's heading, a flip "
@@ -189,7 +194,7 @@ def register(app: typer.Typer) -> None:
                               prior_sigma_far=prior_sigma_far,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
-                              global_flip_tie=global_flip_tie,
+                              global_flip_tie=global_flip_tie, appearance_review=flip_review,
                               global_switch_margin_partial=global_switch_margin_partial or None,
                               global_each_mesh=global_each_mesh,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,

@@ -63,6 +63,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage without the prior-free polish": {"global_stage": True, "global_free_polish": None},
     "+ global stage without the small turns after a flip": {"global_stage": True, "global_stall_turns_deg": ()},
     "+ global stage without the depth search of poor fits": {"global_stage": True, "global_depth_search": ()},
+    "+ global stage with the flip review": {"global_stage": True, "appearance_review": True},
     "+ global stage, contradicted neighbours still rendered": {"global_stage": True, "occluder_contradiction": None},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
@@ -188,14 +189,18 @@ def ceiling_poses(truth: dict[str, list[CarPose]], predictions: dict[str, list[C
 def run_setting(data: DataFolder, predictions: dict[str, list[CarPose]], config: RefineConfig,
                 progress: Callable[[], None] | None = None
                 ) -> tuple[dict[str, list[CarPose]], dict[str, list[float]]]:
-    refined, seconds = {}, {}
+    """Every photograph refined with `config`, then (as `run_refine` does) the flip ties judged."""
+    from nmrlight.refine.appearance import review_flip_ties
+
+    results, seconds = {}, {}
     for image_id, cars in predictions.items():
-        result = refine_image(data, image_id, cars, config)
-        refined[image_id] = result.refined_poses()
-        seconds[image_id] = [c.seconds for c in result.cars]
+        results[image_id] = refine_image(data, image_id, cars, config)
+        seconds[image_id] = [c.seconds for c in results[image_id].cars]
         if progress is not None:
             progress()
-    return refined, seconds
+    if config.appearance_review:
+        review_flip_ties([(data, r) for r in results.values()], config)
+    return {i: r.refined_poses() for i, r in results.items()}, seconds
 
 
 def run_ablation(data: DataFolder, truth: dict[str, list[CarPose]], predictions: dict[str, list[CarPose]],

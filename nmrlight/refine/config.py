@@ -150,6 +150,11 @@ class RefineConfig:
     accept_large_move: float | None = 0.04  # ... or that moved more than this fraction of its depth (None: off)
     accept_large_move_iou: float = 0.75     # ... and ended below this IoU (docs/crowded.md)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
+    # --- flip ties judged by a per-mesh face layout learned from the run's cars (refine/appearance.py) ---
+    appearance_review: bool = False      # once every photograph is refined (needs the global stage's records);
+                                         # off: as many wrong switches as right ones (docs/accuracy.md)
+    appearance_tie: float = 0.03         # both headings refined and their final losses within this: a tie
+    appearance_switch: float = 0.1       # the other heading is taken when its layout residual is this much lower
     # --- lighting fit (docs/lighting.md) ---
     lighting_materials: str = "classes"  # one albedo a car ("single") or a car and material class ("classes")
     lighting_robust: str = "cauchy"      # reweighting of the lighting residuals: "huber" or "cauchy"

@@ -55,6 +55,7 @@ class GlobalOutcome:
     flip_prior_free: float | None = None  # ... the same for a flip tied with the detector's heading (None: not tried)
     free_polish: float | None = None  # final loss (no prior) of the chosen pose's prior-free polish (None: not tried)
     free_polish_taken: bool = False   # ... and whether it was taken
+    flip: PoseOutcome | None = None   # the best fully refined flipped heading (None: none refined)
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
@@ -107,7 +108,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     few coarse renders and a coarse screen unless an alternative looks as good. A car less visible than
     `global_min_visible` (mask area over its rendered area at the detector's pose) tries no alternative;
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`
-    (`_switch_bars`; and a turned heading only by `global_switch_margin_partial`, when set).
+    (`switch_bars`; and a turned heading only by `global_switch_margin_partial`, when set).
     When a flip wins, small turns of the detector's heading are screened too (`_stall_turns`).
     A chosen pose below `global_depth_search_below_iou` has other depths searched (`_depth_search`).
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
@@ -142,7 +143,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     # an alternative wins only when its final loss beats the detector's start and refinement by a margin,
     # and it ends in a good fit (a flip decided on a poorly fitted sliver of mask is a guess)
     best_h, best = detector, base
-    min_iou, turn_margin = _switch_bars(config, base.visible)
+    min_iou, turn_margin = switch_bars(config, base.visible)
     for h, o in outcomes.items():
         if h.is_detector or (min_iou is not None and o.iou_after < min_iou):
             continue
@@ -198,12 +199,14 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                      seconds=sum(o.seconds for o in outcomes.values()) + spent_seconds,
                      iterations=sum(o.iterations for o in outcomes.values()) + spent_iterations,
                      improved=best.loss_after < base.loss_before)
+    flips = [o for h, o in outcomes.items() if h.flipped]
+    flip = best if best_h.flipped else min(flips, key=lambda o: o.loss_after, default=None)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
                          margin, base, time.perf_counter() - began, judged, recheck, prior_free,
-                         prior_free_taken, flip_prior_free, free_polish, free_polish_taken)
+                         prior_free_taken, flip_prior_free, free_polish, free_polish_taken, flip)
 
 
-def _switch_bars(config: RefineConfig, visible: float) -> tuple[float | None, float]:
+def switch_bars(config: RefineConfig, visible: float) -> tuple[float | None, float]:
     """The IoU an alternative must end with and the margin a turned heading must win by: higher for a
     car less visible than `global_partial_visible`, whose loss rests on a sliver of outline."""
     min_iou, margin = config.global_switch_min_iou, config.global_switch_margin

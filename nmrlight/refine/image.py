@@ -310,8 +310,12 @@ def _rescore(result: CarResult) -> None:
 
 
 def _stage_record(found, car: _Car) -> dict:
-    """What report.json keeps of a car's global stage: its summary and where the detector's start went."""
-    return {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+    """What report.json keeps of a car's global stage: its summary, where the detector's start went and
+    where the best fully refined flip went (if one was)."""
+    record = {**found.to_dict(), "detector_start": _outcome_summary(found.detector, car)}
+    if found.flip is not None:
+        record["flip_start"] = _outcome_summary(found.flip, car)
+    return record
 
 
 def _outcome_summary(outcome, car: _Car) -> dict:

@@ -148,6 +148,8 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
                 _drive(backend, todo, predictions, options, out, results, summary, emit)
             finally:
                 backend.close()
+        if options.config.appearance_review:
+            _review_flips(data, results, options.config, out, emit)
         ordered = [results[i] for i in run_ids]
         summary.ok = sum(r.status == "ok" for r in ordered)
         summary.failed = {r.image_id: r.error or "failed" for r in ordered if r.status != "ok"}
@@ -166,6 +168,21 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
         if log_file is not None:
             log_file.close()
     return summary
+
+
+def _review_flips(data, results: dict[str, ImageResult], config: RefineConfig, out: Path, emit: Log) -> None:
+    """The flip ties of the whole run judged by the meshes' learned layouts (refine/appearance.py); the
+    results it judged are saved again, so that a resumed run does not judge them twice."""
+    from nmrlight.refine.appearance import review_flip_ties
+
+    judged_before = {i: sum("appearance" in c.extra for c in r.cars) for i, r in results.items()}
+    review = review_flip_ties([(data, r) for r in results.values()], config, emit)
+    for image_id, result in results.items():
+        if sum("appearance" in c.extra for c in result.cars) != judged_before[image_id]:
+            save_result(out, result)
+    if review.judged:
+        emit(f"flip review: {review.judged} tied cars judged by the layouts of {len(review.learned)} meshes, "
+             f"{review.switched} switched to their other heading")
 
 
 def _drive(backend, todo: list[str], predictions: dict[str, list[CarPose]], options: RunOptions, out: Path,
