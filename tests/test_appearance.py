@@ -134,7 +134,7 @@ def test_a_tie_takes_the_heading_the_layout_fits(scene):
     log: list[str] = []
     review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", tied))],
                               RefineConfig(), log=log.append)
-    assert review.learned == {MODEL: 3} and review.judged == 2 and review.switched == 1
+    assert review.learned == {MODEL: 3} and review.ties == review.judged == 2 and review.switched == 1
     wrong, right = tied
     assert wrong.refined.rotation == pytest.approx(truth[0].rotation)      # put back to its true heading
     assert wrong.extra["appearance"]["switched"] and not wrong.extra["global"]["flipped"]
@@ -182,7 +182,7 @@ def test_the_run_saves_what_the_review_changed(scene, tmp_path):
     saved = load_result(tmp_path, "ties")
     assert saved is not None and saved.cars[0].extra["appearance"]["switched"]
     assert saved.cars[0].refined.rotation == pytest.approx(truth[0].rotation)
-    assert any("2 tied cars judged by the layouts of 1 meshes, 1 switched" in line for line in log)
+    assert any("2 tied cars, 2 judged by the layouts of 1 meshes, 1 switched" in line for line in log)
 
 
 def test_a_switch_must_fit_its_mask_as_the_global_stage_asks(scene):

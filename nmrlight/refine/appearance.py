@@ -51,6 +51,7 @@ class FlipReview:
     """What the review did to a run: cars judged, switched, and the meshes with a layout."""
 
     learned: dict[int, int]     # model id -> cars that voted
+    ties: int = 0               # cars found tied (judged, or left: no layout or too few pixels in common)
     judged: int = 0
     switched: int = 0
 
@@ -227,7 +228,7 @@ def review_flip_ties(photographs: list[tuple[object, ImageResult]], config: Refi
             if log is not None:
                 log(f"image {r.image_id}: left out of the flip review ({error})")
     layouts = learn_layouts(photos, tie)
-    review = FlipReview({m: n for m, (_, n) in layouts.items()})
+    review = FlipReview({m: n for m, (_, n) in layouts.items()}, sum(map(len, ties.values())))
     for photo in photos:
         for k in ties.get(id(photo.result), []):
             car = photo.result.cars[k]

@@ -180,9 +180,9 @@ def _review_flips(data, results: dict[str, ImageResult], config: RefineConfig, o
     for image_id, result in results.items():
         if sum("appearance" in c.extra for c in result.cars) != judged_before[image_id]:
             save_result(out, result)
-    if review.judged:
-        emit(f"flip review: {review.judged} tied cars judged by the layouts of {len(review.learned)} meshes, "
-             f"{review.switched} switched to their other heading")
+    if review.ties:
+        emit(f"flip review: {review.ties} tied cars, {review.judged} judged by the layouts of {len(review.learned)} "
+             f"meshes, {review.switched} switched to their other heading")
 
 
 def _drive(backend, todo: list[str], predictions: dict[str, list[CarPose]], options: RunOptions, out: Path,
