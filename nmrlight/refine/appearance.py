@@ -9,8 +9,8 @@ in doubt is rendered at its refined pose; each visible pixel's brightness over t
 (l_a + l_d max(0, n . d)), over the car's median, is that face's relative reflectance; per mesh, the
 median over cars (one car per vote: a wrongly posed car is outvoted) is the mesh's layout.
 
-A tie is a car whose global stage refined both headings and whose two final losses are within
-`appearance_tie` of each other. Each of the two poses is rendered with the layout under the photograph's
+A tie is a car whose global stage refined both headings and whose two refinements under the pose prior
+ended within `appearance_tie` of each other. Each of the two poses is rendered with the layout under the photograph's
 light, its brightness fitted by least squares (I ~ s (a m + b): the paint's albedo varies), over the mask's
 pixels where both poses show faces the layout has seen; the other pose is taken when its mean absolute
 residual is lower by `appearance_switch` (relative) and it fits its mask as well as the global stage asks
@@ -88,36 +88,40 @@ def _faces_and_shading(camera, objects: list[MeshObject], k: int, box: tuple[int
     return local, lighting.ambient + lighting.directional * cosine
 
 
-def _other_record(car: CarResult) -> dict | None:
-    """The global stage's summary of the other heading's refinement (None: only one heading refined)."""
+def _headings(car: CarResult) -> tuple[dict, dict] | None:
+    """The global stage's summaries of the held heading's and the other heading's refinements under the
+    prior (`detector_start`, `flip_start`), when it refined both; their losses compare (a polish without
+    the prior that the chosen pose had after is not in them)."""
     record = car.extra.get("global")
-    if not record:
+    if not record or "flip_start" not in record or "detector_start" not in record:
         return None
-    return record.get("detector_start") if record.get("flipped") else record.get("flip_start")
+    held, other = record["detector_start"], record["flip_start"]
+    return (other, held) if record.get("flipped") else (held, other)
 
 
-def _other_pose(car: CarResult) -> tuple[CarPose, float] | None:
-    """The other heading's refined pose and its final loss, when the global stage refined both."""
-    other = _other_record(car)
-    if other is None:
-        return None
-    pose = CarPose(car.refined.model_type, tuple(other["rotation"]), tuple(other["translation"]),
+def _other_pose(car: CarResult) -> CarPose:
+    other = _headings(car)[1]
+    return CarPose(car.refined.model_type, tuple(other["rotation"]), tuple(other["translation"]),
                    car.refined.confidence)
-    return pose, float(other["loss_after"])
+
+
+def _gap(car: CarResult) -> float | None:
+    """The other heading's loss minus the held heading's (None: only one heading refined)."""
+    headings = _headings(car)
+    return None if headings is None else float(headings[1]["loss_after"]) - float(headings[0]["loss_after"])
 
 
 def _is_tie(car: CarResult, tie: float) -> bool:
-    other = _other_pose(car)
-    return (car.status == "refined" and car.loss_after is not None and other is not None
-            and abs(other[1] - car.loss_after) < tie)
+    gap = _gap(car)
+    return car.status == "refined" and gap is not None and abs(gap) < tie
 
 
 def _votes(car: CarResult, tie: float) -> bool:
     """Whether a car's pose is trusted enough to teach its mesh's layout."""
-    if car.status != "refined" or (car.iou_after or 0.0) < LEARN_MIN_IOU or car.loss_after is None:
+    if car.status != "refined" or (car.iou_after or 0.0) < LEARN_MIN_IOU:
         return False
-    other = _other_pose(car)
-    return other is None or other[1] - car.loss_after > max(LEARN_MARGIN, tie)
+    gap = _gap(car)
+    return gap is None or gap > max(LEARN_MARGIN, tie)
 
 
 class _Photo:
@@ -233,23 +237,23 @@ def review_flip_ties(photographs: list[tuple[object, ImageResult]], config: Refi
         for k in ties.get(id(photo.result), []):
             car = photo.result.cars[k]
             learned = layouts.get(int(car.refined.model_type))
-            other, other_loss = _other_pose(car)
+            other, other_record = _other_pose(car), _headings(car)[1]
             residuals = None if learned is None else photo.residuals(k, [car.refined, other], learned[0])
-            record = {"tie": round(other_loss - car.loss_after, 5), "voters": 0 if learned is None else learned[1],
+            record = {"tie": round(_gap(car), 5), "voters": 0 if learned is None else learned[1],
                       "residuals": None if residuals is None else [round(r, 5) for r in residuals],
                       "switched": False}
             if residuals is not None:
                 review.judged += 1
                 gain = (residuals[0] - residuals[1]) / max(residuals)
                 min_iou, _ = switch_bars(config, float(car.extra.get("visible_fraction", 1.0)))
-                fits = min_iou is None or float(_other_record(car).get("iou_after", 0.0)) >= min_iou
+                fits = min_iou is None or float(other_record.get("iou_after", 0.0)) >= min_iou
                 if gain > config.appearance_switch and fits:
                     record["switched"] = True
                     record["replaced"] = {"rotation": list(car.refined.rotation),
                                           "translation": list(car.refined.translation), "loss_after": car.loss_after}
                     car.refined = other
-                    car.loss_after = other_loss
-                    car.iou_after = _other_record(car).get("iou_after", car.iou_after)
+                    car.loss_after = float(other_record["loss_after"])
+                    car.iou_after = other_record.get("iou_after", car.iou_after)
                     car.extra["global"]["flipped"] = not car.extra["global"].get("flipped", False)
                     review.switched += 1
                     if log is not None:

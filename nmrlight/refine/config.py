@@ -152,7 +152,7 @@ class RefineConfig:
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
     # --- flip ties judged by a per-mesh face layout learned from the run's cars (refine/appearance.py) ---
     appearance_review: bool = False      # once every photograph is refined (needs the global stage's records);
-                                         # off: as many wrong switches as right ones (docs/accuracy.md)
+                                         # off: 6 right, 7 wrong switches on kaggle seeds (docs/accuracy.md)
     appearance_tie: float = 0.03         # both headings refined and their final losses within this: a tie
     appearance_switch: float = 0.1       # the other heading is taken when its layout residual is this much lower
     # --- lighting fit (docs/lighting.md) ---

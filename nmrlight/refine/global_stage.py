@@ -55,7 +55,7 @@ class GlobalOutcome:
     flip_prior_free: float | None = None  # ... the same for a flip tied with the detector's heading (None: not tried)
     free_polish: float | None = None  # final loss (no prior) of the chosen pose's prior-free polish (None: not tried)
     free_polish_taken: bool = False   # ... and whether it was taken
-    flip: PoseOutcome | None = None   # the best fully refined flipped heading (None: none refined)
+    flip: PoseOutcome | None = None   # the best refinement of the flipped heading (None: none refined)
 
     def to_dict(self) -> dict:
         return {"chosen": self.chosen.label(), "flipped": self.chosen.flipped,
@@ -199,8 +199,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
                      seconds=sum(o.seconds for o in outcomes.values()) + spent_seconds,
                      iterations=sum(o.iterations for o in outcomes.values()) + spent_iterations,
                      improved=best.loss_after < base.loss_before)
-    flips = [o for h, o in outcomes.items() if h.flipped]
-    flip = best if best_h.flipped else min(flips, key=lambda o: o.loss_after, default=None)
+    # the flipped heading's best refinement under the prior (as `detector` is the detector's heading's):
+    # the two compare, whatever polish the chosen one had after
+    flip = min((o for h, o in outcomes.items() if h.flipped), key=lambda o: o.loss_after, default=None)
     return GlobalOutcome(chosen, best_h, scored, {h.label(): o.loss_after for h, o in outcomes.items()},
                          margin, base, time.perf_counter() - began, judged, recheck, prior_free,
                          prior_free_taken, flip_prior_free, free_polish, free_polish_taken, flip)
