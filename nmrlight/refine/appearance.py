@@ -20,7 +20,6 @@ refined (`runner.run_refine`): it needs the other photographs' cars.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,9 +32,11 @@ from nmrlight.io.poses import CarPose
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.global_stage import switch_bars
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
+from nmrlight.refine.window import Box, crop, projected_box
 from nmrlight.render import render
 from nmrlight.rotations import kaggle_to_matrix
 from nmrlight.scene import MeshObject, Scene
+from nmrlight.shade import Lighting
 
 ERODE_PIXELS = 2          # silhouette pixels mix car and background; left out
 MIN_PIXELS = 200          # a learning car shows at least this many inner pixels ...
@@ -62,30 +63,22 @@ def _mesh_object(mesh, pose: CarPose) -> MeshObject:
                       translation=torch.tensor(pose.translation, dtype=torch.float32))
 
 
-def _box(camera, obj: MeshObject) -> tuple[int, int, int, int] | None:
-    """Pixel box (x0, y0, x1, y1) of a posed mesh, 4 px of margin, clipped to the image (None: off it)."""
-    uv, front = camera.project(obj.posed_vertices().detach())
-    if not bool(front.any()):
-        return None
-    uv = uv[front]
-    x0, y0 = (max(0, int(math.floor(float(uv[:, i].min()))) - 4) for i in (0, 1))
-    x1 = min(camera.width, int(math.ceil(float(uv[:, 0].max()))) + 4)
-    y1 = min(camera.height, int(math.ceil(float(uv[:, 1].max()))) + 4)
-    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+def _box(camera, obj: MeshObject) -> Box | None:
+    """Pixel box of a posed mesh with 4 px of margin, clipped to the image (None: off it)."""
+    box = projected_box(obj.posed_vertices(), camera)
+    return None if box is None else box.padded(0.0, 4, camera.width, camera.height)
 
 
-def _faces_and_shading(camera, objects: list[MeshObject], k: int, box: tuple[int, int, int, int],
+def _faces_and_shading(camera, objects: list[MeshObject], k: int, box: Box,
                        lighting: LightingResult) -> tuple[np.ndarray, np.ndarray]:
     """In `box`: the face of object k seen at each pixel (-1: none; the others occlude) and the shading."""
-    x0, y0, x1, y1 = box
-    out = render(Scene(objects), camera.window(x0, y0, x1 - x0, y1 - y0), None, edges="none",
+    out = render(Scene(objects), camera.window(box.x0, box.y0, box.width, box.height), None, edges="none",
                  outputs={"normals"})
     start = sum(len(o.faces) for o in objects[:k])
     local = np.where(out.object_id.numpy() == k, out.face_id.numpy() - start, -1)
-    d = np.asarray(lighting.direction, dtype=np.float64)
-    d = d / max(float(np.linalg.norm(d)), 1e-12)
-    cosine = np.clip(np.einsum("chw,c->hw", out.normals.numpy().astype(np.float64), d), 0.0, None)
-    return local, lighting.ambient + lighting.directional * cosine
+    light = Lighting(lighting.ambient, lighting.directional, tuple(lighting.direction))
+    shading = light.intensity(out.normals.double().permute(1, 2, 0))[..., 0]
+    return local, shading.numpy()
 
 
 def _headings(car: CarResult) -> tuple[dict, dict] | None:
@@ -138,14 +131,13 @@ class _Photo:
     def reflectance(self, k: int) -> np.ndarray | None:
         """Car k's per-face relative reflectance (F,) (NaN: not seen), or None when it cannot vote."""
         box = _box(self.camera, self.objects[k])
-        if box is None or box[2] - box[0] < MIN_WIDTH or self.result.lighting is None:
+        if box is None or box.width < MIN_WIDTH or self.result.lighting is None:
             return None
         local, shading = _faces_and_shading(self.camera, self.objects, k, box, self.result.lighting)
-        x0, y0, x1, y1 = box
-        inner = ndimage.binary_erosion(local >= 0, iterations=ERODE_PIXELS) & (self.labels[y0:y1, x0:x1] == k + 1)
+        inner = ndimage.binary_erosion(local >= 0, iterations=ERODE_PIXELS) & (crop(self.labels, box) == k + 1)
         if int(inner.sum()) < MIN_PIXELS:
             return None
-        q = self.gray[y0:y1, x0:x1][inner] / np.maximum(shading[inner], SHADING_FLOOR)
+        q = crop(self.gray, box)[inner] / np.maximum(shading[inner], SHADING_FLOOR)
         median = float(np.median(q))
         if median < DARK_MEDIAN:
             return None
@@ -165,19 +157,20 @@ class _Photo:
             objects[k] = _mesh_object(mesh, pose)
             variants.append(objects)
         boxes = [_box(self.camera, objects[k]) for objects in variants]
-        if any(b is None or b[2] - b[0] < MIN_WIDTH for b in boxes) or self.result.lighting is None:
+        if any(b is None or b.width < MIN_WIDTH for b in boxes) or self.result.lighting is None:
             return None
-        box = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-        x0, y0, x1, y1 = box
+        box = boxes[0]
+        for other in boxes[1:]:
+            box = box.union(other)
         views = [_faces_and_shading(self.camera, objects, k, box, self.result.lighting) for objects in variants]
         seen = ~np.isnan(layout)
-        common = self.labels[y0:y1, x0:x1] == k + 1
+        common = crop(self.labels, box) == k + 1
         for local, _ in views:
             common &= ndimage.binary_erosion(local >= 0, iterations=ERODE_PIXELS)
             common &= seen[np.maximum(local, 0)]
         if int(common.sum()) < MIN_PIXELS // 4:
             return None
-        observed = self.gray[y0:y1, x0:x1][common].astype(np.float64)
+        observed = crop(self.gray, box)[common].astype(np.float64)
         out = []
         for local, shading in views:
             s = shading[common]
