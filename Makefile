@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nmrlight demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -x
+	$(PY) -m pytest -q -x -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nmrlight tests

@@ -17,6 +17,20 @@ SHARED = REPO.parent / "shared"
 APOLLO_MODELS = SHARED / "apollocar3d" / "car_models_json"
 
 
+@pytest.fixture(autouse=True)
+def _one_core_per_xdist_worker():
+    """Under pytest-xdist (`make test` runs two workers) each worker keeps to one core: torch and numba
+    with one thread each, since two workers of two spinning threads on two cores run slower than one.
+    A test that sets its own thread counts still does; each test starts from one thread again."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import numba
+        import torch
+
+        torch.set_num_threads(1)
+        numba.set_num_threads(1)
+    yield
+
+
 @pytest.fixture(scope="session")
 def apollo_models() -> Path:
     """Folder of the six real ApolloCar3D meshes in ../shared (skips if this checkout lacks it)."""
