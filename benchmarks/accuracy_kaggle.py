@@ -13,7 +13,8 @@
     python benchmarks/accuracy_kaggle.py flip DIR FLIPPED_DIR
     # seeds' runs re-scored and their flip ties judged together (`refine/appearance.py`: more cars teach
     # each mesh's layout), as one run over all their photographs would; writes RUN.reviewed.pkl each
-    python benchmarks/accuracy_kaggle.py review DIR=RUN.pkl DIR=RUN.pkl ...
+    # (the review's appearance_* settings: today's defaults, or --set key=value)
+    python benchmarks/accuracy_kaggle.py review DIR=RUN.pkl DIR=RUN.pkl ... [--set key=value ...]
 
 The ground plane and re-scoring run after every car of a photograph is refined (refine_image calls the
 same `ground_results` and `_rescore`), so applying them afterwards gives the rows `nmrlight ablation
@@ -29,7 +30,7 @@ import copy
 import os
 import pickle
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
@@ -117,7 +118,7 @@ def variants(run: dict, data: DataFolder) -> dict[str, dict]:
     if any("global" in c.extra for r, _ in run["results"].values() for c in r.cars):
         # what run_refine does last: the flip ties of all photographs judged by the learned layouts
         reviewed = {i: (copy.deepcopy(r), cpu) for i, (r, cpu) in out[" + re-scoring"].items()}
-        review = review_flip_ties([(data, r) for r, _ in reviewed.values()], config)
+        review = review_flip_ties([(data, r) for r, _ in reviewed.values()], _review_config(config))
         print(f"flip review: {review.judged} ties judged, {review.switched} switched; voters {review.learned}")
         out[" + re-scoring + flip review"] = reviewed
         out[", detector's start only"] = {i: (_detector_start(r), cpu) for i, (r, cpu) in run["results"].items()}
@@ -164,6 +165,15 @@ def table(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
+def _review_config(config: RefineConfig, overrides: list[str] = ()) -> RefineConfig:
+    """A run's settings with the flip review's (appearance_*) as today's defaults, since a pickle holds
+    those of the code that refined it, unless `overrides` (key=value) say otherwise."""
+    today = RefineConfig()
+    settings = {f.name: getattr(today, f.name) for f in fields(RefineConfig) if f.name.startswith("appearance_")}
+    settings.update({k: _value(v) for k, v in (kv.split("=", 1) for kv in overrides)})
+    return replace(config, **settings)
+
+
 def review(args: argparse.Namespace) -> None:
     """Runs on data folders that share their meshes (kaggle-preset seeds) re-scored and their flip ties
     judged together, as one run over all their photographs would: each DIR=RUN.pkl is written to
@@ -177,7 +187,7 @@ def review(args: argparse.Namespace) -> None:
             for car in result.cars:
                 _rescore(car)
         runs.append((DataFolder(Path(folder)), Path(path), run))
-    config: RefineConfig = runs[0][2]["config"]
+    config = _review_config(runs[0][2]["config"], args.overrides)
     pooled = [(data, result) for data, _, run in runs for result, _ in run["results"].values()]
     found = review_flip_ties(pooled, config, print)
     print(f"flip review: {found.judged} ties judged, {found.switched} switched; voters {found.learned}")
@@ -230,6 +240,7 @@ def main() -> None:
     t.add_argument("--near", type=float, default=40.0)
     v = sub.add_parser("review")
     v.add_argument("runs", nargs="+", help="DIR=RUN.pkl")
+    v.add_argument("--set", dest="overrides", action="append", default=[], help="RefineConfig key=value")
     f = sub.add_parser("flip")
     f.add_argument("data")
     f.add_argument("out")

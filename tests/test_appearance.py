@@ -23,6 +23,7 @@ from nmrlight.scene import MeshObject, Scene
 from nmrlight.shade import Lighting
 
 MODEL = 7
+VOTERS = 3          # the test photographs' voters; the review's minimum is lowered to them
 LIGHT_PARAMETERS = (0.45, 0.55, (0.3, -0.8, -0.5))
 
 
@@ -137,7 +138,7 @@ def test_a_tie_takes_the_heading_the_layout_fits(scene):
     tied = copy.deepcopy(tied)
     log: list[str] = []
     review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", tied))],
-                              RefineConfig(), log=log.append)
+                              RefineConfig(appearance_min_voters=VOTERS), log=log.append)
     assert review.learned == {MODEL: 3} and review.ties == review.judged == 2 and review.switched == 1
     wrong, right = tied
     assert wrong.refined.rotation == pytest.approx(truth[0].rotation)      # put back to its true heading
@@ -151,22 +152,29 @@ def test_a_tie_takes_the_heading_the_layout_fits(scene):
     assert any("car 0 takes its other heading" in line for line in log)
     # judged once: a second review (a resumed run) changes nothing
     again = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", tied))],
-                             RefineConfig())
+                             RefineConfig(appearance_min_voters=VOTERS))
     assert again.judged == 0 and wrong.refined.rotation == pytest.approx(truth[0].rotation)
 
 
-def test_no_voters_or_no_tie_changes_nothing(scene):
+def test_no_voters_too_few_voters_or_no_tie_changes_nothing(scene):
     folder, voters, tied, truth = scene
     import copy
 
     alone = copy.deepcopy(tied)
-    review = review_flip_ties([(folder, _result("ties", alone))], RefineConfig())
+    review = review_flip_ties([(folder, _result("ties", alone))], RefineConfig(appearance_min_voters=VOTERS))
     assert review.judged == 0 and alone[0].refined.rotation == pytest.approx(tied[0].refined.rotation)
     assert alone[0].extra["appearance"]["residuals"] is None
     apart = copy.deepcopy(tied)
     review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", apart))],
-                              RefineConfig(appearance_tie=0.0035))   # the losses differ by 0.005 and 0.004: no tie
+                              # the losses differ by 0.005 and 0.004: no tie
+                              RefineConfig(appearance_tie=0.0035, appearance_min_voters=VOTERS))
     assert review.judged == 0 and "appearance" not in apart[0].extra
+    few = copy.deepcopy(tied)   # a layout of 3 cars where 4 are asked for: recorded, not judged
+    review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", few))],
+                              RefineConfig(appearance_min_voters=VOTERS + 1))
+    assert review.learned == {MODEL: VOTERS} and review.ties == 2 and review.judged == 0 and review.switched == 0
+    assert few[0].extra["appearance"] == {"tie": 0.005, "voters": VOTERS, "residuals": None, "switched": False}
+    assert few[0].refined.rotation == pytest.approx(tied[0].refined.rotation)
 
 
 def test_the_run_saves_what_the_review_changed(scene, tmp_path):
@@ -181,7 +189,7 @@ def test_the_run_saves_what_the_review_changed(scene, tmp_path):
     (tmp_path / "images").mkdir()
     results = {"voters": _result("voters", copy.deepcopy(voters)), "ties": _result("ties", copy.deepcopy(tied))}
     log: list[str] = []
-    _review_flips(folder, results, RefineConfig(), tmp_path, log.append)
+    _review_flips(folder, results, RefineConfig(appearance_min_voters=VOTERS), tmp_path, log.append)
     assert not result_path(tmp_path, "voters").exists()
     saved = load_result(tmp_path, "ties")
     assert saved is not None and saved.cars[0].extra["appearance"]["switched"]
@@ -200,6 +208,25 @@ def test_a_switch_must_fit_its_mask_as_the_global_stage_asks(scene):
         poor[0].extra["global"]["detector_start"]["iou_after"] = iou
         poor[0].extra["visible_fraction"] = visible
         review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", poor))],
-                                  RefineConfig())
+                                  RefineConfig(appearance_min_voters=VOTERS))
         assert review.judged == 2 and review.switched == 0
         assert poor[0].refined.rotation == pytest.approx(tied[0].refined.rotation)
+
+
+def test_the_outlines_evidence_adds_to_the_layouts(scene):
+    """The bar the layout's gain must clear rises with how much worse the other heading's outline fit
+    ended (`appearance_gap_weight` x the loss gap) and falls when it fit better. Here the layout's gain
+    is 0.98: at a bar of 0.95 + 10 x gap, a gap of +0.005 refuses the switch and one of -0.005 takes it."""
+    import copy
+
+    folder, voters, tied, truth = scene
+    config = RefineConfig(appearance_switch=0.95, appearance_gap_weight=10.0, appearance_min_voters=VOTERS)
+    for other_loss, switched in ((0.105, False), (0.095, True)):
+        cars = copy.deepcopy(tied)
+        cars[0].extra["global"]["detector_start"]["loss_after"] = other_loss   # held: the flip, at 0.100
+        review = review_flip_ties([(folder, _result("voters", copy.deepcopy(voters))), (folder, _result("ties", cars))],
+                                  config)
+        a, b = cars[0].extra["appearance"]["residuals"]
+        assert 0.95 < (a - b) / a < 1.0
+        assert review.switched == int(switched) and cars[0].extra["appearance"]["switched"] == switched
+        assert (cars[0].refined.rotation == pytest.approx(truth[0].rotation)) == switched

@@ -205,3 +205,38 @@ def test_lm_takes_no_step_on_a_flat_local_model():
 
     lm_stage([x], bowl, 20, 1e-12, 1e-3)
     assert torch.allclose(x, target, atol=1e-6)
+
+
+def test_lm_refuses_a_runaway_step_in_a_nearly_flat_direction():
+    """Crowded seed 61's 04 and 08 (twentieth session): in the polish without the prior, a car's local
+    model curved strongly in rotation but hardly at all in depth, so the damped solve stepped log depth
+    by an astronomical amount and the image failed (translation inf, then NaN). With `max_step` such a
+    step is refused unrendered, as a failed step is; the damping grows, and where no step inside the
+    bounds is left (here the flat direction's step shrinks only as 1 / lambda) the stage stops at the
+    pose it had, as on a flat model. A step inside the bounds is taken as before."""
+    from nmrlight.refine.linearise import LocalModel
+    from nmrlight.refine.optimisers import lm_stage
+
+    target = torch.tensor([0.2, 0.0], dtype=torch.float64)
+
+    def run(curvature: float, max_step):
+        x = torch.zeros(2, dtype=torch.float64)
+        rendered = []
+
+        def model() -> LocalModel:   # steep along x[0]; along x[1] a gradient and `curvature`
+            rendered.append(x.clone())
+            d = x - target
+            loss = float(d[0] ** 2 + 1e-3 * x[1] + 0.5 * curvature * x[1] ** 2)
+            gradient = torch.tensor([2 * float(d[0]), 1e-3 + curvature * float(x[1])], dtype=torch.float64)
+            return LocalModel(loss, gradient, torch.diag(torch.tensor([2.0, curvature], dtype=torch.float64)), 0.0,
+                              torch.zeros(4, 4, dtype=torch.bool))
+
+        lm_stage([x], model, 20, 1e-12, 1e-3, max_step)
+        return x, rendered
+
+    loose, rendered = run(1e-14, None)
+    assert float(rendered[1][1].abs()) > 1e3        # unbounded, the first step throws x[1] far away
+    kept, rendered = run(1e-14, [0.5])
+    assert torch.equal(kept, torch.zeros(2, dtype=torch.float64)) and len(rendered) == 1
+    curved, rendered = run(1e-2, [0.5])             # the Newton step of x[1] is -0.1: inside the bounds
+    assert torch.allclose(curved, torch.tensor([0.2, -0.1], dtype=torch.float64), atol=1e-6)

@@ -115,6 +115,32 @@ def test_refinement_reduces_the_errors(scene) -> None:
     assert li.ambient + li.directional == pytest.approx(1.0)
 
 
+def test_a_car_whose_refinement_fails_keeps_its_pose_and_the_others_go_on(scene, monkeypatch) -> None:
+    """An error while refining one car (here the nearer one's pose turning non-finite) no longer fails
+    the whole photograph: that car keeps the detector's pose with status "failed" and the error, the
+    photograph's warnings name it, and the other car is refined as before."""
+    from nmrlight.errors import NmrlightError
+    from nmrlight.refine import image
+
+    data, _, _ = scene
+    start = [_perturbed(TRUTH[0], 5.0, 1.03), _perturbed(TRUTH[1], -4.0, 0.97)]
+    real = image.refine_pose
+
+    def refine_pose(problem, *args, **kwargs):
+        if float(problem.translation[2]) < 13.0:    # the car at 11 m
+            raise NmrlightError("object: translation contains NaN or inf")
+        return real(problem, *args, **kwargs)
+
+    monkeypatch.setattr(image, "refine_pose", refine_pose)
+    result = refine_image(data, IMAGE, start, FAST)
+    failed, refined = result.cars
+    assert failed.status == "failed" and failed.refined == failed.initial == start[0]
+    assert "NaN" in failed.extra["error"]
+    assert any("car 0: refinement failed" in w for w in result.warnings)
+    assert refined.status == "refined"
+    assert car_errors(refined.refined, TRUTH[1])[1] < 0.5 * car_errors(refined.initial, TRUTH[1])[1]
+
+
 def test_lbfgs_refinement_moves_the_cars_toward_the_truth(scene) -> None:
     """The L-BFGS option (not the default) with the same budgets: closer, but less close than Adam
     gets here (rotation 4.0 -> 1.8 deg on the second car where Adam ends below 1.6; docs/speed.md)."""

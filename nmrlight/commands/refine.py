@@ -98,9 +98,10 @@ def register(app: typer.Typer) -> None:
             "detector's depth x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
         flip_review: bool = typer.Option(RefineConfig.appearance_review, "--flip-review/--no-flip-review", help=(
             "With --global-stage, once every photograph is refined: each car whose two headings, refined under "
-            "the prior, ended within 0.03 of each other takes the one its mesh's face layout, learned from the "
-            "run's well-fitted cars, fits better by 10 % (docs/accuracy.md; off by default: on the kaggle seeds "
-            "its switches were 6 right, 7 wrong).")),
+            "the prior, ended within 0.03 of each other takes the other one when its mesh's face layout, learned "
+            "from at least 8 of the run's well-fitted cars, fits it 20 % better, plus 5 x the loss by which its "
+            "outline fits worse (docs/accuracy.md; on kaggle seeds not tuned on its switches were 6 right, "
+            "2 wrong).")),
         global_flip_tie: bool = typer.Option(RefineConfig.global_flip_tie, "--global-flip-tie/--no-global-flip-tie",
                                              help=(
             "With --global-stage, when the prior-free second start wins for the detector's heading, a flip "

@@ -63,7 +63,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage without the prior-free polish": {"global_stage": True, "global_free_polish": None},
     "+ global stage without the small turns after a flip": {"global_stage": True, "global_stall_turns_deg": ()},
     "+ global stage without the depth search of poor fits": {"global_stage": True, "global_depth_search": ()},
-    "+ global stage with the flip review": {"global_stage": True, "appearance_review": True},
+    "+ global stage without the flip review": {"global_stage": True, "appearance_review": False},
     "+ global stage, contradicted neighbours still rendered": {"global_stage": True, "occluder_contradiction": None},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},

@@ -12,9 +12,12 @@ median over cars (one car per vote: a wrongly posed car is outvoted) is the mesh
 A tie is a car whose global stage refined both headings and whose two refinements under the pose prior
 ended within `appearance_tie` of each other. Each of the two poses is rendered with the layout under the photograph's
 light, its brightness fitted by least squares (I ~ s (a m + b): the paint's albedo varies), over the mask's
-pixels where both poses show faces the layout has seen; the other pose is taken when its mean absolute
-residual is lower by `appearance_switch` (relative) and it fits its mask as well as the global stage asks
-of a switch (IoU 0.75; 0.85 for a car under half visible). The review runs once all photographs of a run are
+pixels where both poses show faces the layout has seen. The two kinds of evidence are added: the other pose
+is taken when its mean absolute residual is lower (relative) by `appearance_switch` plus
+`appearance_gap_weight` x its outline's disadvantage (its loss minus the held pose's; negative when its
+outline fits better), and it fits its mask as well as the global stage asks of a switch (IoU 0.75; 0.85
+for a car under half visible). A mesh's layout judges only when `appearance_min_voters` cars voted for it.
+The review runs once all photographs of a run are
 refined (`runner.run_refine`): it needs the other photographs' cars.
 """
 
@@ -205,7 +208,9 @@ def review_flip_ties(photographs: list[tuple[object, ImageResult]], config: Refi
                      log: Callable[[str], None] | None = None) -> FlipReview:
     """Judge every flip tie (`appearance_tie`) of a run's results by the meshes' learned layouts; switch a
     car to its other heading's refined pose when the layout fits it better by `appearance_switch`
-    (relative) and that pose meets the global stage's IoU bar for a switch (`global_stage.switch_bars`).
+    (relative) plus `appearance_gap_weight` x the loss it loses by on its outline, the layout rests on at
+    least `appearance_min_voters` cars, and that pose meets the global stage's IoU bar for a switch
+    (`global_stage.switch_bars`).
 
     `photographs`: (DataFolder, ImageResult) pairs, the results of one run (or of runs on data folders
     that share their meshes: the more cars vote, the better the layout). Changes the results in place
@@ -230,17 +235,21 @@ def review_flip_ties(photographs: list[tuple[object, ImageResult]], config: Refi
         for k in ties.get(id(photo.result), []):
             car = photo.result.cars[k]
             learned = layouts.get(int(car.refined.model_type))
+            if learned is not None and learned[1] < config.appearance_min_voters:
+                learned = None   # the median of a few cars' reflectances is too noisy to overrule a heading
             other, other_record = _other_pose(car), _headings(car)[1]
             residuals = None if learned is None else photo.residuals(k, [car.refined, other], learned[0])
-            record = {"tie": round(_gap(car), 5), "voters": 0 if learned is None else learned[1],
+            voters = layouts.get(int(car.refined.model_type), (None, 0))[1]
+            record = {"tie": round(_gap(car), 5), "voters": voters,
                       "residuals": None if residuals is None else [round(r, 5) for r in residuals],
                       "switched": False}
             if residuals is not None:
                 review.judged += 1
                 gain = (residuals[0] - residuals[1]) / max(residuals)
+                needed = config.appearance_switch + config.appearance_gap_weight * _gap(car)
                 min_iou, _ = switch_bars(config, float(car.extra.get("visible_fraction", 1.0)))
                 fits = min_iou is None or float(other_record.get("iou_after", 0.0)) >= min_iou
-                if gain > config.appearance_switch and fits:
+                if gain > needed and fits:
                     record["switched"] = True
                     record["replaced"] = {"rotation": list(car.refined.rotation),
                                           "translation": list(car.refined.translation), "loss_after": car.loss_after}

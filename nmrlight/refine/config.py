@@ -151,10 +151,12 @@ class RefineConfig:
     accept_large_move_iou: float = 0.75     # ... and ended below this IoU (docs/crowded.md)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
     # --- flip ties judged by a per-mesh face layout learned from the run's cars (refine/appearance.py) ---
-    appearance_review: bool = False      # once every photograph is refined (needs the global stage's records);
-                                         # off: 6 right, 7 wrong switches on kaggle seeds (docs/accuracy.md)
+    appearance_review: bool = True       # once every photograph is refined (needs the global stage's records);
+                                         # kaggle seeds not tuned on: 6 right, 2 wrong switches (docs/accuracy.md)
     appearance_tie: float = 0.03         # both headings refined and their final losses within this: a tie
-    appearance_switch: float = 0.1       # the other heading is taken when its layout residual is this much lower
+    appearance_switch: float = 0.2       # the other heading is taken when its layout residual is this much lower
+    appearance_gap_weight: float = 5.0   # ... plus this x its outline fit's loss gap (0.03 -> +0.15)
+    appearance_min_voters: int = 8       # a mesh's layout judges only when at least this many cars voted
     # --- lighting fit (docs/lighting.md) ---
     lighting_materials: str = "classes"  # one albedo a car ("single") or a car and material class ("classes")
     lighting_robust: str = "cauchy"      # reweighting of the lighting residuals: "huber" or "cauchy"

@@ -145,57 +145,15 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         if car.status != "refined":
             results[car.index] = CarResult(car.index, initial, initial, status=car.status, extra=dict(car.extra))
             continue
-        candidates = [m for m, *_ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
-        candidates, screened = screen(candidates, lambda m, car=car: _coarse_loss(
-            car, m, state, camera, photo, labels, lighting, config, data), max(1, config.mesh_candidates))
-        # with several meshes, each is refined from the detector's pose and the global stage runs for the
-        # chosen one only (`global_each_mesh`: for every one, as until the fifteenth session)
-        each = config.global_stage and (config.global_each_mesh or len(candidates) == 1)
-        outcomes, stages = {}, {}
-        for model in candidates:
-            if model != car.model:
-                car.use_mesh(data, model)
-            problem = _car_problem(car, state, camera, photo, labels, config)
-            recorder = GifRecorder() if config.gif_dir else None
-            if each:
-                found = refine_global(problem, lighting, config, frame=recorder)
-                stages[model] = _stage_record(found, car)
-                outcomes[model] = (found.outcome, recorder)
-            else:
-                outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
-        if len(outcomes) > 1 or screened:
-            choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"],
-                          screened)
-            spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values()) + \
-                car.extra["mesh_choice"].get("screen_seconds", 0.0)
-            car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
-            if choice.chosen != car.model:
-                car.use_mesh(data, choice.chosen)
-        if config.global_stage and not each:
-            problem = _car_problem(car, state, camera, photo, labels, config)
-            found = refine_global(problem, lighting, config, base=outcomes[car.model][0])
-            stages[car.model] = _stage_record(found, car)
-            outcomes[car.model] = (found.outcome, outcomes[car.model][1])
-        if car.model in stages:
-            car.extra["global"] = stages[car.model]   # the chosen mesh's record (was the last one refined)
-        outcome, recorder = outcomes[car.model]
-        outcome, rejected = accept(outcome, config, car.translation)
-        if rejected:
-            car.extra["rejected"] = rejected
-        if recorder is not None:
-            recorder.save(f"{config.gif_dir}/{image_id}_{car.index}.gif")
-        initial = _with_model(car.pose, car.model)
-        status = "refined" if outcome.improved else "kept initial"
-        refined = initial
-        if outcome.improved:
-            refined = _move(car, outcome, camera)
-        results[car.index] = CarResult(
-            car.index, initial, refined, status=status, iou_before=outcome.iou_before,
-            iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
-            iterations=outcome.iterations, seconds=outcome.seconds,
-            extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
-                   "mask_offset_px": round(outcome.mask_offset, 3),
-                   "visible_fraction": round(min(outcome.visible, 9.99), 3), **car.extra})
+        try:
+            results[car.index] = _refine_car(car, state, camera, photo, labels, lighting, config, data, image_id)
+        except (NmrlightError, torch.linalg.LinAlgError) as error:
+            # one car that cannot be refined (a pose gone non-finite, a singular solve) keeps the
+            # detector's pose; the photograph's other cars go on
+            car.status = "failed"
+            results[car.index] = CarResult(car.index, initial, initial, status="failed",
+                                           extra={**car.extra, "error": str(error)})
+            masks.warnings.append(f"car {car.index}: refinement failed ({error}); kept the detector's pose")
 
     if config.joint_passes > 1:
         _joint_passes(state, results, detector, camera, photo, labels, lighting, config)
@@ -215,6 +173,63 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
         lighting_result.cars_used = []
     return ImageResult(image_id, [results[k] for k in range(len(cars))], lighting_result,
                        seconds=time.perf_counter() - start, warnings=masks.warnings, masks=masks.summary)
+
+
+def _refine_car(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels: np.ndarray | None,
+                lighting: Lighting, config: RefineConfig, data: DataFolder, image_id: str) -> CarResult:
+    """One car refined: its candidate meshes screened and refined, the global stage for the chosen one,
+    the acceptance rule; the car is moved to the accepted pose (its neighbours then see it there)."""
+    candidates = [m for m, *_ in car.extra.get("mesh_choice", {}).get("shortlist", [])] or [car.model]
+    candidates, screened = screen(candidates, lambda m, car=car: _coarse_loss(
+        car, m, state, camera, photo, labels, lighting, config, data), max(1, config.mesh_candidates))
+    # with several meshes, each is refined from the detector's pose and the global stage runs for the
+    # chosen one only (`global_each_mesh`: for every one, as until the fifteenth session)
+    each = config.global_stage and (config.global_each_mesh or len(candidates) == 1)
+    outcomes, stages = {}, {}
+    for model in candidates:
+        if model != car.model:
+            car.use_mesh(data, model)
+        problem = _car_problem(car, state, camera, photo, labels, config)
+        recorder = GifRecorder() if config.gif_dir else None
+        if each:
+            found = refine_global(problem, lighting, config, frame=recorder)
+            stages[model] = _stage_record(found, car)
+            outcomes[model] = (found.outcome, recorder)
+        else:
+            outcomes[model] = (refine_pose(problem, lighting, config, frame=recorder), recorder)
+    if len(outcomes) > 1 or screened:
+        choice = pick({m: o.loss_after for m, (o, _) in outcomes.items()}, car.extra["mesh_choice"]["shortlist"],
+                      screened)
+        spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values()) + \
+            car.extra["mesh_choice"].get("screen_seconds", 0.0)
+        car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
+        if choice.chosen != car.model:
+            car.use_mesh(data, choice.chosen)
+    if config.global_stage and not each:
+        problem = _car_problem(car, state, camera, photo, labels, config)
+        found = refine_global(problem, lighting, config, base=outcomes[car.model][0])
+        stages[car.model] = _stage_record(found, car)
+        outcomes[car.model] = (found.outcome, outcomes[car.model][1])
+    if car.model in stages:
+        car.extra["global"] = stages[car.model]   # the chosen mesh's record (was the last one refined)
+    outcome, recorder = outcomes[car.model]
+    outcome, rejected = accept(outcome, config, car.translation)
+    if rejected:
+        car.extra["rejected"] = rejected
+    if recorder is not None:
+        recorder.save(f"{config.gif_dir}/{image_id}_{car.index}.gif")
+    initial = _with_model(car.pose, car.model)
+    status = "refined" if outcome.improved else "kept initial"
+    refined = initial
+    if outcome.improved:
+        refined = _move(car, outcome, camera)
+    return CarResult(
+        car.index, initial, refined, status=status, iou_before=outcome.iou_before,
+        iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
+        iterations=outcome.iterations, seconds=outcome.seconds,
+        extra={"window": [car.window.x0, car.window.y0, car.window.x1, car.window.y1],
+               "mask_offset_px": round(outcome.mask_offset, 3),
+               "visible_fraction": round(min(outcome.visible, 9.99), 3), **car.extra})
 
 
 def _coarse_loss(car: _Car, model: int, state: list[_Car], camera, photo: np.ndarray, labels: np.ndarray | None,

@@ -124,7 +124,7 @@ def lbfgs_stage(parameters: list[torch.Tensor], steps: list[float], evaluate: Ev
 
 
 def lm_stage(parameters: list[torch.Tensor], linearise: Callable[[], LocalModel], max_evaluations: int,
-             tolerance: float, damping: float) -> None:
+             tolerance: float, damping: float, max_step: list[float] | None = None) -> None:
     """Levenberg-Marquardt on the local models `linearise` makes (one render each, see
     `nmrlight.refine.linearise`), at most `max_evaluations` renders.
 
@@ -132,7 +132,9 @@ def lm_stage(parameters: list[torch.Tensor], linearise: Callable[[], LocalModel]
     the gain ratio (actual over predicted fall, Nielsen's rule), and undone otherwise (lambda x nu,
     nu doubling). Stops when a kept step gains less than `tolerance` of the loss (the convergence
     test), when lambda grows past 1e6 (no descent left) or when the budget is spent; the parameters
-    end at the last kept pose.
+    end at the last kept pose. `max_step` (one bound a parameter tensor) is a trust region: a step
+    that moves any component further is refused unrendered, as a failed step is (a local model nearly
+    flat in one direction, e.g. depth without the prior, would otherwise throw the car to infinity).
     """
     model = linearise()
     used, lam, nu = 1, damping, 2.0
@@ -149,6 +151,12 @@ def lm_stage(parameters: list[torch.Tensor], linearise: Callable[[], LocalModel]
         step = -torch.linalg.solve(model.hessian + lam * torch.diag(diagonal), model.gradient)
         if not torch.isfinite(step).all():
             break
+        if max_step is not None and any(float(d.abs().max()) > bound for d, bound
+                                        in zip(torch.split(step, sizes), max_step, strict=True)):
+            lam, nu = lam * nu, nu * 2.0
+            if lam > 1e6:
+                break
+            continue
         predicted = -float(model.gradient @ step + 0.5 * step @ model.hessian @ step)
         saved = [p.detach().clone() for p in parameters]
         with torch.no_grad():

@@ -66,6 +66,10 @@ class PoseParams:
     def parameters(self) -> list[torch.Tensor]:
         return [self.omega, self.uv, self.log_z, self.dilation]
 
+    # the largest change one second-order step may make to each of `parameters()` (rad, px, log depth,
+    # px): far beyond any step a local model is good for, so only a runaway step is refused
+    STEP_BOUNDS = (0.5, 1000.0, 0.5, 10.0)
+
     def rotation(self, omega: torch.Tensor | None = None) -> torch.Tensor:
         """R = exp(omega) R0, of the current omega or the ones given (..., 3)."""
         omega = self.omega if omega is None else omega

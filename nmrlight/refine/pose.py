@@ -174,7 +174,8 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
 
         optimizer = stage_optimizer(config, stage, edges)
         if optimizer == "lm":   # every render is recorded: the last one is the pose it ends at
-            lm_stage(params.parameters(), linearise, max_iter, config.lm_tolerance, config.lm_damping)
+            lm_stage(params.parameters(), linearise, max_iter, config.lm_tolerance, config.lm_damping,
+                     list(params.STEP_BOUNDS))
             continue
         if optimizer == "lbfgs":
             lbfgs_stage(params.parameters(), steps, evaluate, max_iter, config.lbfgs_tolerance)
