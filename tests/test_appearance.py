@@ -194,7 +194,8 @@ def test_the_run_saves_what_the_review_changed(scene, tmp_path):
     saved = load_result(tmp_path, "ties")
     assert saved is not None and saved.cars[0].extra["appearance"]["switched"]
     assert saved.cars[0].refined.rotation == pytest.approx(truth[0].rotation)
-    assert any("2 tied cars, 2 judged by the layouts of 1 meshes, 1 switched" in line for line in log)
+    assert any("2 tied cars, 2 judged by the layouts of 1 meshes (1 with the 3 voters a judgment needs), "
+               "1 switched" in line for line in log)
 
 
 def test_a_switch_must_fit_its_mask_as_the_global_stage_asks(scene):

@@ -181,8 +181,10 @@ def _review_flips(data, results: dict[str, ImageResult], config: RefineConfig, o
         if sum("appearance" in c.extra for c in result.cars) != judged_before[image_id]:
             save_result(out, result)
     if review.ties:
+        enough = sum(n >= config.appearance_min_voters for n in review.learned.values())
         emit(f"flip review: {review.ties} tied cars, {review.judged} judged by the layouts of {len(review.learned)} "
-             f"meshes, {review.switched} switched to their other heading")
+             f"meshes ({enough} with the {config.appearance_min_voters} voters a judgment needs), "
+             f"{review.switched} switched to their other heading")
 
 
 def _drive(backend, todo: list[str], predictions: dict[str, list[CarPose]], options: RunOptions, out: Path,
