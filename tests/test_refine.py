@@ -139,6 +139,13 @@ def test_a_car_whose_refinement_fails_keeps_its_pose_and_the_others_go_on(scene,
     assert any("car 0: refinement failed" in w for w in result.warnings)
     assert refined.status == "refined"
     assert car_errors(refined.refined, TRUTH[1])[1] < 0.5 * car_errors(refined.initial, TRUTH[1])[1]
+    # the run's log names it (runner.run_refine prints these lines after the refinement)
+    from nmrlight.refine.runner import failed_car_lines
+
+    assert failed_car_lines([result]) == [
+        "1 car(s) could not be refined and kept the detector's pose (report.json: status \"failed\", extra.error):",
+        f"  {IMAGE} car 0: object: translation contains NaN or inf"]
+    assert failed_car_lines([result] * 7, most=5)[-1] == "  ... and 2 more"
 
 
 def test_lbfgs_refinement_moves_the_cars_toward_the_truth(scene) -> None:

@@ -150,6 +150,8 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
                 backend.close()
         if options.config.appearance_review:
             _review_flips(data, results, options.config, out, emit)
+        for line in failed_car_lines(results.values()):
+            emit(line)
         ordered = [results[i] for i in run_ids]
         summary.ok = sum(r.status == "ok" for r in ordered)
         summary.failed = {r.image_id: r.error or "failed" for r in ordered if r.status != "ok"}
@@ -168,6 +170,20 @@ def run_refine(options: RunOptions, log: Log | None = None) -> RunSummary:
         if log_file is not None:
             log_file.close()
     return summary
+
+
+def failed_car_lines(results, most: int = 5) -> list[str]:
+    """Log lines for the cars whose refinement raised (status "failed": each kept the detector's pose
+    while its photograph's other cars were refined), the first `most` named with their error."""
+    failed = [(r.image_id, c.index, c.extra.get("error", "")) for r in results for c in r.cars if c.status == "failed"]
+    if not failed:
+        return []
+    lines = [f"{len(failed)} car(s) could not be refined and kept the detector's pose (report.json: status "
+             f"\"failed\", extra.error):"]
+    lines += [f"  {image_id} car {index}: {error}" for image_id, index, error in failed[:most]]
+    if len(failed) > most:
+        lines.append(f"  ... and {len(failed) - most} more")
+    return lines
 
 
 def _review_flips(data, results: dict[str, ImageResult], config: RefineConfig, out: Path, emit: Log) -> None:
