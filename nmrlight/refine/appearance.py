@@ -234,12 +234,11 @@ def review_flip_ties(photographs: list[tuple[object, ImageResult]], config: Refi
     for photo in photos:
         for k in ties.get(id(photo.result), []):
             car = photo.result.cars[k]
-            learned = layouts.get(int(car.refined.model_type))
-            if learned is not None and learned[1] < config.appearance_min_voters:
-                learned = None   # the median of a few cars' reflectances is too noisy to overrule a heading
+            layout, voters = layouts.get(int(car.refined.model_type), (None, 0))
             other, other_record = _other_pose(car), _headings(car)[1]
-            residuals = None if learned is None else photo.residuals(k, [car.refined, other], learned[0])
-            voters = layouts.get(int(car.refined.model_type), (None, 0))[1]
+            # the median of a few cars' reflectances is too noisy to overrule a heading
+            residuals = None if layout is None or voters < config.appearance_min_voters else \
+                photo.residuals(k, [car.refined, other], layout)
             record = {"tie": round(_gap(car), 5), "voters": voters,
                       "residuals": None if residuals is None else [round(r, 5) for r in residuals],
                       "switched": False}
