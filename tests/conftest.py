@@ -53,10 +53,11 @@ def kill_after_first_result(script: str, out: Path, timeout: float, env: dict | 
         proc.wait()
 
 
-def two_car_problem(turn: float, shift: tuple[float, float, float]):
-    """A small rendered scene (160 x 120): a procedural sedan partly hidden by a nearer SUV, the sedan's
-    refinement problem (mask, photo, the SUV as a neighbour) starting `turn` radians about y and `shift`
-    metres off, its lighting, and the sedan's true rotation and translation."""
+def two_car_problem(turn: float, shift: tuple[float, float, float], suv_x: float = 2.0):
+    """A small rendered scene (160 x 120): a procedural sedan partly hidden by a nearer SUV (`suv_x`
+    metres right of the camera; 0.6 hides most of the sedan), the sedan's refinement problem (mask,
+    photo, the SUV as a neighbour) starting `turn` radians about y and `shift` metres off, its lighting,
+    and the sedan's true rotation and translation."""
     import torch
 
     from nmrlight.camera import Camera
@@ -73,7 +74,7 @@ def two_car_problem(turn: float, shift: tuple[float, float, float]):
     verts = [torch.tensor(m.object_vertices(), dtype=torch.float32) for m in meshes]
     faces = [torch.tensor(m.faces) for m in meshes]
     rotations = [so3_exp(torch.tensor([0.05, 2.4, 3.1])), so3_exp(torch.tensor([0.05, 0.9, 3.1]))]
-    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([2.0, 0.9, 11.0])]
+    translations = [torch.tensor([0.2, 0.8, 14.0]), torch.tensor([suv_x, 0.9, 11.0])]
     lighting = Lighting(0.4, 0.6, (0.3, -1.0, -0.4))
     objects = [MeshObject(v, f, r, t) for v, f, r, t in zip(verts, faces, rotations, translations, strict=True)]
     truth = render(Scene(objects), camera, lighting, edges="none")

@@ -89,6 +89,15 @@ def register(app: typer.Typer) -> None:
             "The pose prior's rotation standard deviations times this for cars 70 m and farther (linear from "
             "1 at 20 m) for cars at least half visible: a detector's rotation error grows with depth (1: off; "
             "docs/accuracy.md).")),
+        prior_depth_outliers: float = typer.Option(RefineConfig.prior_depth_outliers, "--prior-depth-outliers",
+                                                   min=0.0, max=0.5, help=(
+            "The share of the detector's depths that are outliers, 3 x wider than the rest: the pose prior's "
+            "depth term is then heavy-tailed, and holds a car the detector put 30 % off less (0: Gaussian; "
+            "docs/accuracy.md).")),
+        prior_depth_power: float = typer.Option(RefineConfig.prior_depth_scale_power, "--prior-depth-power",
+                                                min=0.0, max=1.0, help=(
+            "The prior grows as 1 / visible fraction for a partly hidden car; its depth term grows as that to "
+            "this power (1: as the rotation's; docs/accuracy.md).")),
         global_stall_turns: bool = typer.Option(True, "--global-stall-turns/--no-global-stall-turns", help=(
             "With --global-stage, when a flip wins, the detector's heading turned by +-10 and +-20 deg is "
             "screened and the best refined: it takes the flip's place unless the flip fits better by the switch "
@@ -192,7 +201,8 @@ def register(app: typer.Typer) -> None:
                               global_stage=global_stage, global_switch_min_iou=global_switch_min_iou or None,
                               global_min_visible=global_min_visible or None, global_prior_free=global_prior_free,
                               global_free_polish=global_free_polish or None,
-                              prior_sigma_far=prior_sigma_far,
+                              prior_sigma_far=prior_sigma_far, prior_depth_outliers=prior_depth_outliers,
+                              prior_depth_scale_power=prior_depth_power,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),
                               global_depth_search=RefineConfig.global_depth_search if global_depth_search else (),
                               global_flip_tie=global_flip_tie, appearance_review=flip_review,

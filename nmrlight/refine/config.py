@@ -75,6 +75,13 @@ class RefineConfig:
     # ... times (car's rendered area / its mask's area), at most this: a car mostly hidden behind
     # nearer cars shows a sliver of mask that pins little, so the detector's pose weighs more
     max_prior_scale: float = 20.0
+    # the depth term's scale is that scale ** this (1: as the rotation's; 0: the depth prior never grows).
+    # This and the next: options, neither a gain on held-out seeds (docs/accuracy.md, last section)
+    prior_depth_scale_power: float = 1.0
+    # the detector's depth errors have outliers: this share of them k (`prior_depth_outlier_scale`) times
+    # wider (0: a Gaussian depth prior; params.depth_penalty)
+    prior_depth_outliers: float = 0.0
+    prior_depth_outlier_scale: float = 3.0
     # the detector's masks are dilated or eroded by a few pixels, which biases the silhouette's size,
     # i.e. depth: fit a per-car mask offset (image pixels; the mask is grown by it, so < 0 when the
     # mask is too large) as a nuisance parameter; the photo-edge term then decides the size

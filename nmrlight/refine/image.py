@@ -50,6 +50,9 @@ def check_config(config: RefineConfig) -> None:
     if config.mask_quality not in MASK_QUALITIES:
         raise NmrlightError(f"refine: mask quality must be one of {', '.join(MASK_QUALITIES)}, "
                             f"got {config.mask_quality!r}")
+    if not 0.0 <= config.prior_depth_outliers < 1.0 or config.prior_depth_outlier_scale <= 1.0:
+        raise NmrlightError("refine: prior_depth_outliers must be in [0, 1) and prior_depth_outlier_scale above 1, "
+                            f"got {config.prior_depth_outliers!r} and {config.prior_depth_outlier_scale!r}")
     lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 

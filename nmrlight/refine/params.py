@@ -33,6 +33,7 @@ class PoseParams:
         self.dilation = torch.zeros((), requires_grad=True)  # mask offset, image pixels (nuisance)
         self.dilation_range: tuple[float, float] = (-math.inf, math.inf)  # where it acts (`bound_dilation`)
         self.prior_scale = 1.0  # the prior's weight relative to the image terms' (see refine_pose)
+        self.depth_prior_scale = 1.0  # ... of its depth term (see refine_pose)
         self.visible = 1.0      # mask area over rendered area at the prior's centre (see refine_pose)
         # the prior's centre: the initial pose unless `centre_prior` moves it (a later joint pass)
         self.omega_prior = torch.zeros(3)
@@ -116,25 +117,57 @@ def rotation_sigma_rad(config: RefineConfig, depth: float, visible: float = 1.0,
     return torch.deg2rad(torch.tensor(config.prior_sigma_deg, dtype=dtype) * scale)
 
 
+def depth_penalty(deviation: torch.Tensor, config: RefineConfig) -> torch.Tensor:
+    """The prior's depth term for a log-depth `deviation` from its centre, in squared standard deviations
+    near the centre. With `prior_depth_outliers` > 0 it is -2 log of the detector's depth error model,
+    a mixture of N(0, sigma) and a share of N(0, k sigma) outliers (zero at the centre): quadratic
+    within about two sigmas, then growing about k^2 times more slowly, so a car the detector put 30 %
+    off is not held there when its own pixels say otherwise."""
+    u = deviation / config.prior_sigma_depth
+    share = config.prior_depth_outliers
+    if share <= 0.0:
+        return u ** 2
+    k = config.prior_depth_outlier_scale
+    weights = torch.tensor([math.log1p(-share), math.log(share / k)], dtype=u.dtype)
+    centre = torch.logsumexp(weights, 0)
+    terms = torch.stack([weights[0] - u ** 2 / 2, weights[1] - u ** 2 / (2 * k * k)])
+    return -2.0 * (torch.logsumexp(terms, 0) - centre)
+
+
+def depth_curvature(deviation: float, config: RefineConfig) -> float:
+    """d penalty / du over u (u: the deviation in sigmas), the Gauss-Newton curvature of `depth_penalty`
+    (2 for the plain square; between 2 / k^2 and 2 with outliers), positive everywhere."""
+    share = config.prior_depth_outliers
+    if share <= 0.0:
+        return 2.0
+    k = config.prior_depth_outlier_scale
+    u2 = (deviation / config.prior_sigma_depth) ** 2
+    # both exponentials over the outliers' (never underflows): 1 / k^2 far out, about 1 at the centre
+    inlier = (1.0 - share) * math.exp(min(-u2 / 2 + u2 / (2 * k * k), 0.0))
+    return 2.0 * (inlier + share / k ** 3) / (inlier + share / k)
+
+
 def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     """Squared deviation from the prior's centre (the initial pose unless moved) in standard deviations
-    (rotation and log depth)."""
+    (rotation and log depth; the depth's heavy-tailed with `prior_depth_outliers`)."""
     sigma = rotation_sigma_rad(config, math.exp(params.log_z_prior), params.visible, params.omega.dtype)
     rotation = (((params.omega - params.omega_prior) / sigma) ** 2).sum()
-    depth = ((params.log_z - params.log_z_prior) / config.prior_sigma_depth) ** 2
+    depth = depth_penalty(params.log_z - params.log_z_prior, config)
     dilation = (params.dilation / config.dilation_sigma) ** 2 if config.fit_dilation else 0.0
     wall = 0.0
     if params.depth_wall is not None:  # steep beyond the wall: 1 unit of loss per 1 % of depth beyond, squared
         excess = torch.relu((params.log_z - params.log_z_prior).abs() - params.depth_wall)
         wall = (excess / 0.01) ** 2 / config.prior_weight * 0.01
-    return params.prior_scale * (rotation + depth) + dilation + wall
+    return params.prior_scale * rotation + params.depth_prior_scale * depth + dilation + wall
 
 
 def prior_hessian(params: PoseParams, config: RefineConfig) -> torch.Tensor:
-    """(7,) diagonal of the Hessian of `config.prior_weight * prior` (the depth wall left out)."""
+    """(7,) diagonal of the (Gauss-Newton) Hessian of `config.prior_weight * prior` (the depth wall left
+    out)."""
     sigma = rotation_sigma_rad(config, math.exp(params.log_z_prior), params.visible, torch.float64)
     rotation = 2.0 * params.prior_scale / sigma ** 2
-    depth = torch.tensor([0.0, 0.0, 2.0 * params.prior_scale / config.prior_sigma_depth ** 2], dtype=torch.float64)
+    curvature = depth_curvature(float(params.log_z.detach()) - params.log_z_prior, config)
+    depth = torch.tensor([0.0, 0.0, curvature * params.depth_prior_scale / config.prior_sigma_depth ** 2],
+                         dtype=torch.float64)
     dilation = torch.tensor([2.0 / config.dilation_sigma ** 2 if config.fit_dilation else 0.0], dtype=torch.float64)
     return config.prior_weight * torch.cat([rotation, depth, dilation])
-

@@ -133,6 +133,7 @@ def refine_pose(problem: CarProblem, lighting: Lighting, config: RefineConfig, f
     # the image terms are normalised by the mask's area, so a sliver of mask weighs as much as a
     # whole car: the prior grows as the evidence shrinks (mostly hidden cars stay near the detector's pose)
     params.prior_scale = min(max(1.0 / max(visible, 1e-6), 1.0), config.max_prior_scale)
+    params.depth_prior_scale = params.prior_scale ** config.prior_depth_scale_power
     params.visible = visible
     if config.depth_wall is not None:
         params.depth_wall = math.log1p(config.depth_wall * min(1.0, visible / 0.7))
