@@ -158,6 +158,8 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     if params.depth_wall is not None:  # steep beyond the wall: 1 unit of loss per 1 % of depth beyond, squared
         excess = torch.relu((params.log_z - params.log_z_prior).abs() - params.depth_wall)
         wall = (excess / 0.01) ** 2 / config.prior_weight * 0.01
+    if params.depth_prior_scale == params.prior_scale:  # (as before the depth's own scale: the same bits)
+        return params.prior_scale * (rotation + depth) + dilation + wall
     return params.prior_scale * rotation + params.depth_prior_scale * depth + dilation + wall
 
 
