@@ -142,7 +142,8 @@ def depth_curvature(deviation: float, config: RefineConfig) -> float:
         return 2.0
     k = config.prior_depth_outlier_scale
     u2 = (deviation / config.prior_sigma_depth) ** 2
-    # both exponentials over the outliers' (never underflows): 1 / k^2 far out, about 1 at the centre
+    # the inliers' density over the outliers' (the ratio, not each density: it only tends to 0 far out,
+    # where the curvature is 2 / k^2)
     inlier = (1.0 - share) * math.exp(min(-u2 / 2 + u2 / (2 * k * k), 0.0))
     return 2.0 * (inlier + share / k ** 3) / (inlier + share / k)
 
@@ -158,7 +159,7 @@ def prior(params: PoseParams, config: RefineConfig) -> torch.Tensor:
     if params.depth_wall is not None:  # steep beyond the wall: 1 unit of loss per 1 % of depth beyond, squared
         excess = torch.relu((params.log_z - params.log_z_prior).abs() - params.depth_wall)
         wall = (excess / 0.01) ** 2 / config.prior_weight * 0.01
-    if params.depth_prior_scale == params.prior_scale:  # (as before the depth's own scale: the same bits)
+    if params.depth_prior_scale == params.prior_scale:  # the default: summed as before, the same poses to the bit
         return params.prior_scale * (rotation + depth) + dilation + wall
     return params.prior_scale * rotation + params.depth_prior_scale * depth + dilation + wall
 
