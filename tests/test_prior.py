@@ -92,3 +92,13 @@ def test_a_bad_outlier_share_or_width_is_named(share, scale):
 
     with pytest.raises(NmrlightError, match="prior_depth_outlier"):
         check_config(RefineConfig(prior_depth_outliers=share, prior_depth_outlier_scale=scale))
+
+
+@pytest.mark.parametrize("kept", [-0.1, 1.5])
+def test_a_bad_share_of_the_prior_kept_by_the_polish_is_named(kept):
+    from nmrlight.errors import NmrlightError
+    from nmrlight.refine.image import check_config
+
+    check_config(RefineConfig(global_free_polish_prior=0.1))
+    with pytest.raises(NmrlightError, match="global_free_polish_prior"):
+        check_config(RefineConfig(global_free_polish_prior=kept))

@@ -85,6 +85,10 @@ def register(app: typer.Typer) -> None:
                                                  help=(
             "With --global-stage, the chosen pose of a car at least this visible (mask over rendered area) is "
             "polished once more without the pose prior (0: off; docs/accuracy.md).")),
+        global_free_polish_prior: float = typer.Option(RefineConfig.global_free_polish_prior,
+                                                       "--global-free-polish-prior", min=0.0, max=1.0, help=(
+            "The share of the pose prior's weight the polish keeps, centred on the chosen pose: it holds the "
+            "directions a partly hidden car's pixels leave flat (0: none; docs/accuracy.md).")),
         prior_sigma_far: float = typer.Option(RefineConfig.prior_sigma_far, "--prior-sigma-far", min=1.0, help=(
             "The pose prior's rotation standard deviations times this for cars 70 m and farther (linear from "
             "1 at 20 m) for cars at least half visible: a detector's rotation error grows with depth (1: off; "
@@ -201,6 +205,7 @@ def register(app: typer.Typer) -> None:
                               global_stage=global_stage, global_switch_min_iou=global_switch_min_iou or None,
                               global_min_visible=global_min_visible or None, global_prior_free=global_prior_free,
                               global_free_polish=global_free_polish or None,
+                              global_free_polish_prior=global_free_polish_prior,
                               prior_sigma_far=prior_sigma_far, prior_depth_outliers=prior_depth_outliers,
                               prior_depth_scale_power=prior_depth_power,
                               global_stall_turns_deg=RefineConfig.global_stall_turns_deg if global_stall_turns else (),

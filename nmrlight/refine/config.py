@@ -149,6 +149,9 @@ class RefineConfig:
     global_free_polish: float | None = 0.01  # the chosen pose polished without the prior (last stage) for a car
                                          # at least this visible: every car with a mask (None: off; 0.7 until
                                          # the ninth session of 2026-11-30, 0.5 until the eleventh; docs/accuracy.md)
+    global_free_polish_prior: float = 0.1  # ... keeping this share of the prior's weight, centred on the chosen
+                                         # pose: it holds what the car's pixels leave flat, a sliver's depth
+                                         # (0: none, as until the twenty-second session; docs/accuracy.md)
     accept_iou_drop: float | None = None  # reject a refined pose whose IoU fell more than this (None: off; 0.02 tried)
     accept_min_iou: float | None = 0.3    # reject a refined pose whose final IoU with its mask is below this
                                           # (docs/crowded.md: fewer cars end worse, crowded or not; None: off)

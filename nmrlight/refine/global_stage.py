@@ -333,8 +333,9 @@ def _last_stage(config: RefineConfig, problem: CarProblem) -> RefineConfig:
 
 
 def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, config: RefineConfig) -> PoseOutcome:
-    """The chosen pose refined once more in the last stage without the pose prior (its visible fraction
-    measured there).
+    """The chosen pose refined once more in the last stage without the pose prior's pull (its visible
+    fraction measured there): the prior is centred on the chosen pose and keeps the share
+    `global_free_polish_prior` of its weight.
 
     The prior holds cars whose pixels say little; a mostly visible car that has converged is pinned by
     its own outline, and the prior only pulls it back towards the detector's pose: at the default
@@ -342,8 +343,10 @@ def _free_polish(problem: CarProblem, best: PoseOutcome, lighting: Lighting, con
     lies at 0.2-0.4 deg (docs/accuracy.md). A partly hidden car's prior weighs 1 / visible times more,
     and started at the truth such a car walks back to the detector's depth (8 % off at an IoU of 0.97);
     without it, the outline brought most such cars near the truth (docs/accuracy.md). From a converged
-    pose the last stage does not wander off, and the caller keeps the move within one prior sigma."""
-    polish = replace(_last_stage(config, problem), prior_weight=0.0)
+    pose the last stage does not wander off, and the caller keeps the move within one prior sigma. Where a
+    sliver leaves a direction flat (its depth), a freed pose slides along it; the kept share holds it
+    there and lets the outline's well-fixed directions move (docs/accuracy.md, twenty-second session)."""
+    polish = replace(_last_stage(config, problem), prior_weight=config.prior_weight * config.global_free_polish_prior)
     rotation, translation = best.rotation.detach().float(), best.translation.detach().float()
     return refine_pose(replace(problem, rotation=rotation, translation=translation, prior_rotation=rotation,
                                prior_translation=translation), lighting, polish)

@@ -53,6 +53,9 @@ def check_config(config: RefineConfig) -> None:
     if not 0.0 <= config.prior_depth_outliers < 1.0 or config.prior_depth_outlier_scale <= 1.0:
         raise NmrlightError("refine: prior_depth_outliers must be in [0, 1) and prior_depth_outlier_scale above 1, "
                             f"got {config.prior_depth_outliers!r} and {config.prior_depth_outlier_scale!r}")
+    if not 0.0 <= config.global_free_polish_prior <= 1.0:
+        raise NmrlightError("refine: global_free_polish_prior (the share of the prior the polish keeps) must be "
+                            f"in [0, 1], got {config.global_free_polish_prior!r}")
     lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 
