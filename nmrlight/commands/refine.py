@@ -84,7 +84,8 @@ def register(app: typer.Typer) -> None:
         global_free_polish: float = typer.Option(RefineConfig.global_free_polish, "--global-free-polish", min=0.0,
                                                  help=(
             "With --global-stage, the chosen pose of a car at least this visible (mask over rendered area) is "
-            "polished once more without the pose prior (0: off; docs/accuracy.md).")),
+            "polished once more, the pose prior's pull removed (it keeps --global-free-polish-prior of its weight, "
+            "centred on the chosen pose; 0: no polish; docs/accuracy.md).")),
         global_free_polish_prior: float = typer.Option(RefineConfig.global_free_polish_prior,
                                                        "--global-free-polish-prior", min=0.0, max=1.0, help=(
             "The share of the pose prior's weight the polish keeps, centred on the chosen pose: it holds the "

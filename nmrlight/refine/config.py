@@ -146,7 +146,7 @@ class RefineConfig:
                                          # taken when its loss is lower (docs/accuracy.md; about 1.6 x the renders)
     global_flip_tie: bool = True         # ... when it is taken, a flip that tied the detector's heading under the
                                          # prior gets the same second start (global_stage._tied_flip)
-    global_free_polish: float | None = 0.01  # the chosen pose polished without the prior (last stage) for a car
+    global_free_polish: float | None = 0.01  # the chosen pose polished, the prior's pull off (last stage), for a car
                                          # at least this visible: every car with a mask (None: off; 0.7 until
                                          # the ninth session of 2026-11-30, 0.5 until the eleventh; docs/accuracy.md)
     global_free_polish_prior: float = 0.1  # ... keeping this share of the prior's weight, centred on the chosen
