@@ -369,6 +369,45 @@ def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(pict
     assert float(row["Confidence"]) == pytest.approx(car.refined.confidence)
 
 
+@pytest.mark.parametrize("share", [0.5, 0.0])
+def test_a_rejected_refinement_moves_the_car_part_of_the_way(picture, tmp_path, share) -> None:
+    """The detector's pose 8 % too far and 4 deg off; the refinement reaches the truth but an IoU bar of
+    0.999 rejects it. With a share of 0.5 the car ends half way (geodesic, segment) toward the rejected pose,
+    nearer the truth than the detector's, and says so ("partly moved"); with 0 it keeps the detector's pose."""
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.io.poses import CarPose
+    from nmrlight.procedural import write_models
+    from nmrlight.refine.image import refine_image
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, [MODEL])
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    start = CarPose(MODEL, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(4.0), TRUE_ANGLES[2]),
+                    tuple(1.08 * x for x in TRUE_T), 0.7)
+    config = replace(FAST, accept_min_iou=0.999, accept_partial_share=share, lighting="fixed",
+                     fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
+    car = refine_image(data, "ID_one", [start], config).cars[0]
+    assert car.extra["rejected"].startswith("IoU") and car.iou_after > car.iou_before
+    if share == 0.0:
+        assert car.status == "kept initial" and car.refined == car.initial and "rejected_pose" not in car.extra
+        return
+    assert car.status == "partly moved" and car.scene_pose() == car.initial   # its neighbours saw it there
+    rejected = np.asarray(car.extra["rejected_pose"]["translation"])
+    assert np.allclose(car.refined.translation, 0.5 * (np.asarray(start.translation) + rejected), atol=1e-4)
+    start_r, end_r, moved_r = (kaggle_to_matrix(np.asarray(a, dtype=float)) for a in (
+        start.rotation, car.extra["rejected_pose"]["rotation"], car.refined.rotation))
+    assert float(geodesic_angle_deg(start_r, moved_r)) == pytest.approx(
+        0.5 * float(geodesic_angle_deg(start_r, end_r)), abs=0.02)
+    truth = np.asarray(TRUE_T)
+    assert np.linalg.norm(car.refined.translation - truth) < 0.6 * np.linalg.norm(start.translation - truth)
+
+
 @pytest.mark.parametrize("each", [False, True])
 def test_without_a_model_id_the_global_stage_runs_for_the_chosen_mesh(picture, tmp_path, monkeypatch, each) -> None:
     """Submission input (no model id), two meshes refined: by default each is refined from the detector's

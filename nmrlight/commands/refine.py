@@ -148,6 +148,10 @@ def register(app: typer.Typer) -> None:
                                                       "fraction of its depth and ended with an IoU below "
                                                       f"{RefineConfig.accept_large_move_iou:g} (0: off; "
                                                       "docs/crowded.md).")),
+        accept_partial_share: float = typer.Option(RefineConfig.accept_partial_share, "--accept-partial-share",
+                                                   min=0.0, max=1.0, help=(
+            "A refinement these rules reject still moves the car this share of the way from the detector's pose "
+            "toward it (0: the detector's pose kept; docs/crowded.md).")),
         rescore: bool = typer.Option(False, "--rescore", help=(
             "Confidence from the fit's evidence in refined.csv / submission.csv (docs/accuracy.md).")),
         shading_materials: bool = typer.Option(False, "--shading-materials", help=(
@@ -215,7 +219,7 @@ def register(app: typer.Typer) -> None:
                               global_switch_margin_partial=global_switch_margin_partial or None,
                               global_each_mesh=global_each_mesh,
                               accept_iou_drop=accept_iou_drop, accept_min_iou=accept_min_iou or None, rescore=rescore,
-                              accept_large_move=accept_large_move or None,
+                              accept_large_move=accept_large_move or None, accept_partial_share=accept_partial_share,
                               accept_hidden_min_iou=accept_hidden_min_iou or None,
                               shading_materials=shading_materials,
                               ground_plane=ground_plane, occluder_contradiction=occluder_contradiction or None,

@@ -65,6 +65,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "+ global stage without the depth search of poor fits": {"global_stage": True, "global_depth_search": ()},
     "+ global stage without the flip review": {"global_stage": True, "appearance_review": False},
     "+ global stage, contradicted neighbours still rendered": {"global_stage": True, "occluder_contradiction": None},
+    "+ global stage, rejected refinements ignored": {"global_stage": True, "accept_partial_share": 0.0},
     "+ acceptance rule": {"accept_iou_drop": 0.02},
     "+ re-scoring": {"rescore": True},
     "+ ground plane": {"ground_plane": True},

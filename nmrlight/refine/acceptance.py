@@ -1,8 +1,10 @@
 """Acceptance of a refined pose: a pose that does not explain its own mask is not taken.
 
 Used with or without the global stage (`refine/global_stage.py`): a refined pose whose final IoU with its
-mask is too low, or that moved far along its ray to a middling fit, is not an improvement but a wrong
-basin, and the car keeps the detector's pose (docs/accuracy.md, docs/crowded.md).
+mask is too low, or that moved far along its ray to a middling fit, is not taken as it is: it may be a
+wrong basin. It is still evidence, though weak: most rejected refinements of partly hidden cars ended
+nearer the truth than the detector's pose (docs/crowded.md), so the car moves `accept_partial_share` of
+the way toward it (`partial_move`; 0 keeps the detector's pose).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.pose import PoseOutcome
+from nmrlight.rotations import so3_exp, so3_log
 
 
 def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | None = None
@@ -43,3 +46,17 @@ def accept(outcome: PoseOutcome, config: RefineConfig, start: torch.Tensor | Non
                 f"moved {100 * move:.1f} % in depth to IoU {outcome.iou_after:.3f}, below "
                 f"{config.accept_large_move_iou:g}")
     return outcome, None
+
+
+def partial_move(outcome: PoseOutcome, rotation: torch.Tensor, translation: torch.Tensor, share: float
+                 ) -> PoseOutcome:
+    """The pose `share` of the way from the start (`rotation`, `translation`: the detector's pose) to a
+    rejected outcome: the rotation along the geodesic between them, the translation on the segment.
+    The fit's numbers (loss, IoU) stay the rejected outcome's; `improved` stays False (it was not taken)."""
+    start_r, end_r = rotation.double(), outcome.rotation.detach().double()
+    turn = so3_log(end_r @ start_r.T)
+    moved_r = so3_exp(share * turn) @ start_r
+    start_t, end_t = translation.double(), outcome.translation.detach().double()
+    moved_t = start_t + share * (end_t - start_t)
+    return replace(outcome, rotation=moved_r.to(outcome.rotation.dtype),
+                   translation=moved_t.to(outcome.translation.dtype))

@@ -129,7 +129,7 @@ class _Photo:
         self.gray = data.read_image(result.image_id)
         self.labels = data.read_mask(result.image_id, shape=self.gray.shape)
         self.meshes = [data.car(c.refined.model_type) for c in result.cars]
-        self.objects = [_mesh_object(m, c.refined) for m, c in zip(self.meshes, result.cars, strict=True)]
+        self.objects = [_mesh_object(m, c.scene_pose()) for m, c in zip(self.meshes, result.cars, strict=True)]
 
     def reflectance(self, k: int) -> np.ndarray | None:
         """Car k's per-face relative reflectance (F,) (NaN: not seen), or None when it cannot vote."""

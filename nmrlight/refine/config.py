@@ -159,6 +159,10 @@ class RefineConfig:
     accept_hidden_visible: float = 0.2       # ... this fraction (mask over its rendered area at the detector's pose)
     accept_large_move: float | None = 0.04  # ... or that moved more than this fraction of its depth (None: off)
     accept_large_move_iou: float = 0.75     # ... and ended below this IoU (docs/crowded.md)
+    accept_partial_share: float = 0.5       # a refinement these rules reject still moves the car this share of
+                                          # the way from the detector's pose toward it: weak evidence, not
+                                          # none (0: the detector's pose kept, as until the twenty-third
+                                          # session; docs/crowded.md, last section)
     rescore: bool = False                # confidence from the fit's evidence (nmrlight.refine.rescore)
     # --- flip ties judged by a per-mesh face layout learned from the run's cars (refine/appearance.py) ---
     appearance_review: bool = True       # once every photograph is refined (needs the global stage's records);

@@ -21,7 +21,7 @@ import torch
 from nmrlight.errors import NmrlightError
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
-from nmrlight.refine.acceptance import accept
+from nmrlight.refine.acceptance import accept, partial_move
 from nmrlight.refine.coarse import MASK_QUALITIES
 from nmrlight.refine.config import LIGHTING_MODES, LOSS_TERMS, RefineConfig
 from nmrlight.refine.global_stage import refine_global, screen_config
@@ -56,6 +56,9 @@ def check_config(config: RefineConfig) -> None:
     if not 0.0 <= config.global_free_polish_prior <= 1.0:
         raise NmrlightError("refine: global_free_polish_prior (the share of the prior the polish keeps) must be "
                             f"in [0, 1], got {config.global_free_polish_prior!r}")
+    if not 0.0 <= config.accept_partial_share <= 1.0:
+        raise NmrlightError("refine: accept_partial_share (how far a rejected refinement still moves a car) must be "
+                            f"in [0, 1], got {config.accept_partial_share!r}")
     lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 
@@ -229,6 +232,13 @@ def _refine_car(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels:
     refined = initial
     if outcome.improved:
         refined = _move(car, outcome, camera)
+    elif rejected and config.accept_partial_share > 0:
+        # weak evidence still counts: the car is reported part of the way toward the rejected refinement;
+        # its neighbours keep seeing it at the detector's pose (a rejected pose may be a wrong basin, and a
+        # pose between the two would hide or free their pixels on no better evidence)
+        car.extra["rejected_pose"] = _outcome_summary(outcome, car)
+        refined = _pose_of(car, partial_move(outcome, car.rotation, car.translation, config.accept_partial_share))
+        status = "partly moved"
     return CarResult(
         car.index, initial, refined, status=status, iou_before=outcome.iou_before,
         iou_after=outcome.iou_after, loss_before=outcome.loss_before, loss_after=outcome.loss_after,
@@ -272,9 +282,14 @@ def _move(car: _Car, outcome, camera) -> CarPose:
     """Move `car` to the outcome's pose; returns that pose as a CarPose (angles near the detector's)."""
     car.rotation, car.translation = outcome.rotation.float(), outcome.translation.float()
     car.box = projected_box(car.posed(), camera) or car.box
-    angles = matrix_to_kaggle(car.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
-    return CarPose(car.model, tuple(float(a) for a in angles), tuple(float(x) for x in car.translation.double()),
-                   car.pose.confidence)
+    return _pose_of(car, outcome)
+
+
+def _pose_of(car: _Car, outcome) -> CarPose:
+    """The outcome's pose as a CarPose of `car` (angles near the detector's), the car left where it is."""
+    angles = matrix_to_kaggle(outcome.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
+    return CarPose(car.model, tuple(float(a) for a in angles),
+                   tuple(float(x) for x in outcome.translation.float().double()), car.pose.confidence)
 
 
 def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: dict, camera, photo: np.ndarray,
@@ -340,7 +355,8 @@ def _stage_record(found, car: _Car) -> dict:
 
 
 def _outcome_summary(outcome, car: _Car) -> dict:
-    """The pose the refinement from the detector's start reached (the global stage's baseline)."""
+    """Where a refinement ended (pose, IoU, loss) for report.json: the detector's start's (the global stage's
+    baseline), the best flip's, or a rejected one's."""
     angles = matrix_to_kaggle(outcome.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
     return {"rotation": [float(a) for a in angles], "translation": [float(x) for x in outcome.translation.double()],
             "iou_after": round(outcome.iou_after, 4), "loss_after": round(outcome.loss_after, 5),

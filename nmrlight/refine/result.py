@@ -53,7 +53,8 @@ class CarResult:
     index: int                     # position of the car in the image's row (0-based)
     initial: CarPose
     refined: CarPose
-    status: str = "refined"        # "refined", or why not: "no mask", "not visible", "kept initial", ...
+    status: str = "refined"        # "refined", "partly moved" (toward a rejected refinement), or why not:
+                                   # "no mask", "not visible", "kept initial", ...
     iou_before: float | None = None
     iou_after: float | None = None
     loss_before: float | None = None
@@ -74,6 +75,11 @@ class CarResult:
         d["initial"] = _pose_from_dict(d["initial"])
         d["refined"] = _pose_from_dict(d["refined"])
         return CarResult(**d)
+
+    def scene_pose(self) -> CarPose:
+        """Where the photograph's other cars saw this car: its refined pose, or the detector's for a car
+        reported only part of the way toward a rejected refinement ("partly moved")."""
+        return self.initial if self.status == "partly moved" else self.refined
 
 
 @dataclass

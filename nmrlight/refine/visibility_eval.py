@@ -96,7 +96,7 @@ def _cars_and_maps(data: Path, out: Path) -> tuple[list[tuple], dict[str, float]
         before = predictions[image_id]
         for k, (b, a) in enumerate(zip(before, after, strict=True)):
             t = pairing[image_id][k] if pairing is not None else k
-            if t < 0 or status[image_id][k] not in ("refined", "kept initial"):
+            if t < 0 or status[image_id][k] not in ("refined", "partly moved", "kept initial"):
                 continue  # a false positive, or a car that had nothing to refine against
             g = truth[image_id][t]
             rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g),
