@@ -57,6 +57,23 @@ def picture():
     return camera, v, f, photo, mask
 
 
+def _one_car_folder(picture, tmp_path, models: list[int]):
+    """A data folder holding the picture as photograph "ID_one", its exact mask, the camera and `models`."""
+    from nmrlight.io.camera_file import write_intrinsics
+    from nmrlight.io.dataset import DataFolder
+    from nmrlight.io.images import write_image
+    from nmrlight.io.masks import write_label_mask
+    from nmrlight.procedural import write_models
+
+    camera, _, _, photo, mask = picture
+    data = DataFolder.create(tmp_path)
+    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
+    write_models(tmp_path, models)
+    write_image(tmp_path / "images" / "ID_one.png", photo)
+    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    return data
+
+
 def _problem(picture, angles, translation) -> CarProblem:
     camera, v, f, photo, mask = picture
     true_box = projected_box(v @ _rotation(TRUE_ANGLES).T + torch.tensor(TRUE_T), camera)
@@ -336,22 +353,12 @@ def test_refine_image_runs_the_global_stage_and_writes_rescored_confidences(pict
     confidence in refined.csv is the re-scored one, the detector's is kept in extra."""
     import csv
 
-    from nmrlight.io.camera_file import write_intrinsics
-    from nmrlight.io.dataset import DataFolder
-    from nmrlight.io.images import write_image
-    from nmrlight.io.masks import write_label_mask
     from nmrlight.io.poses import CarPose
-    from nmrlight.procedural import write_models
     from nmrlight.refine.image import refine_image
     from nmrlight.refine.merge import write_refined
     from nmrlight.refine.rescore import rescored
 
-    camera, _, _, photo, mask = picture
-    data = DataFolder.create(tmp_path)
-    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
-    write_models(tmp_path, [MODEL])
-    write_image(tmp_path / "images" / "ID_one.png", photo)
-    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    data = _one_car_folder(picture, tmp_path, [MODEL])
     flipped = CarPose(MODEL, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2]), TRUE_T, 0.7)
     config = replace(FLIPS, global_stage=True, accept_iou_drop=0.02, rescore=True, lighting="fixed",
                      fixed_lighting=(LIGHT.ambient, LIGHT.directional, *LIGHT.direction))
@@ -374,20 +381,10 @@ def test_a_rejected_refinement_moves_the_car_part_of_the_way(picture, tmp_path, 
     """The detector's pose 8 % too far and 4 deg off; the refinement reaches the truth but an IoU bar of
     0.999 rejects it. With a share of 0.5 the car ends half way (geodesic, segment) toward the rejected pose,
     nearer the truth than the detector's, and says so ("partly moved"); with 0 it keeps the detector's pose."""
-    from nmrlight.io.camera_file import write_intrinsics
-    from nmrlight.io.dataset import DataFolder
-    from nmrlight.io.images import write_image
-    from nmrlight.io.masks import write_label_mask
     from nmrlight.io.poses import CarPose
-    from nmrlight.procedural import write_models
     from nmrlight.refine.image import refine_image
 
-    camera, _, _, photo, mask = picture
-    data = DataFolder.create(tmp_path)
-    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
-    write_models(tmp_path, [MODEL])
-    write_image(tmp_path / "images" / "ID_one.png", photo)
-    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    data = _one_car_folder(picture, tmp_path, [MODEL])
     start = CarPose(MODEL, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(4.0), TRUE_ANGLES[2]),
                     tuple(1.08 * x for x in TRUE_T), 0.7)
     config = replace(FAST, accept_min_iou=0.999, accept_partial_share=share, lighting="fixed",
@@ -414,19 +411,9 @@ def test_without_a_model_id_the_global_stage_runs_for_the_chosen_mesh(picture, t
     pose and the global stage runs once, for the chosen mesh, on that mesh's refinement (not again);
     with `global_each_mesh` it runs for both, and the car's record is the chosen (lowest-loss) mesh's."""
     import nmrlight.refine.image as image
-    from nmrlight.io.camera_file import write_intrinsics
-    from nmrlight.io.dataset import DataFolder
-    from nmrlight.io.images import write_image
-    from nmrlight.io.masks import write_label_mask
     from nmrlight.io.poses import CarPose
-    from nmrlight.procedural import write_models
 
-    camera, _, _, photo, mask = picture
-    data = DataFolder.create(tmp_path)
-    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
-    write_models(tmp_path, [MODEL, 3])
-    write_image(tmp_path / "images" / "ID_one.png", photo)
-    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    data = _one_car_folder(picture, tmp_path, [MODEL, 3])
     calls = []
 
     def spy(problem, lighting, config, frame=None, base=None):
@@ -680,19 +667,10 @@ def test_without_a_model_id_the_true_mesh_is_found_though_the_depth_is_far_off(p
     search's end nearest the truth, x 1.14 or x 0.87). The true mesh (a sedan) must win against meshes
     of another length and proportion, and end within 2 % of the true depth."""
     import nmrlight.refine.image as image
-    from nmrlight.io.camera_file import write_intrinsics
-    from nmrlight.io.dataset import DataFolder
-    from nmrlight.io.images import write_image
-    from nmrlight.io.masks import write_label_mask
     from nmrlight.io.poses import CarPose
-    from nmrlight.procedural import write_models
 
-    camera, _, _, photo, mask = picture
-    data = DataFolder.create(tmp_path)
-    write_intrinsics(camera, tmp_path / "camera" / "camera_intrinsic.txt")
-    write_models(tmp_path, [2, 9, MODEL, 35, 46, 50])       # hatchbacks, the true sedan, a shorter one, SUVs
-    write_image(tmp_path / "images" / "ID_one.png", photo)
-    write_label_mask(tmp_path / "masks" / "ID_one.png", mask.astype(np.uint8))
+    # hatchbacks, the true sedan, a shorter one, SUVs
+    data = _one_car_folder(picture, tmp_path, [2, 9, MODEL, 35, 46, 50])
     detected = CarPose(-1, (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.radians(2.0), TRUE_ANGLES[2]),
                        tuple(np.asarray(TRUE_T) * depth), 0.7)
     config = replace(FAST, mesh_candidates=2, mesh_screened=3, lighting="fixed",
