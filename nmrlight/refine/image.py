@@ -287,9 +287,11 @@ def _move(car: _Car, outcome, camera) -> CarPose:
 
 def _pose_of(car: _Car, outcome) -> CarPose:
     """The outcome's pose as a CarPose of `car` (angles near the detector's), the car left where it is."""
-    angles = matrix_to_kaggle(outcome.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
-    return CarPose(car.model, tuple(float(a) for a in angles),
-                   tuple(float(x) for x in outcome.translation.float().double()), car.pose.confidence)
+    # in the car's own precision (float32), as `_move` stores it
+    rotation, translation = outcome.rotation.float().double(), outcome.translation.float().double()
+    angles = matrix_to_kaggle(rotation.numpy(), reference=np.asarray(car.pose.rotation))
+    return CarPose(car.model, tuple(float(a) for a in angles), tuple(float(x) for x in translation),
+                   car.pose.confidence)
 
 
 def _joint_passes(state: list[_Car], results: dict[int, CarResult], detector: dict, camera, photo: np.ndarray,
