@@ -37,3 +37,14 @@ def test_a_share_of_the_way_along_the_geodesic_and_the_segment() -> None:
     # the fit's numbers stay the rejected refinement's, and it is still not an accepted improvement
     assert (half.iou_after, half.loss_after, half.improved) == (0.45, 0.4, False)
     assert half.rotation.dtype == torch.float32 and half.translation.dtype == torch.float32
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_a_bad_partial_share_is_named(share: float) -> None:
+    from nmrlight.errors import NmrlightError
+    from nmrlight.refine.config import RefineConfig
+    from nmrlight.refine.image import check_config
+
+    check_config(RefineConfig(accept_partial_share=0.5))
+    with pytest.raises(NmrlightError, match=r"accept_partial_share \(how far .*\[0, 1\]"):
+        check_config(RefineConfig(accept_partial_share=share))

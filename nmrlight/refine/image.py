@@ -53,12 +53,10 @@ def check_config(config: RefineConfig) -> None:
     if not 0.0 <= config.prior_depth_outliers < 1.0 or config.prior_depth_outlier_scale <= 1.0:
         raise NmrlightError("refine: prior_depth_outliers must be in [0, 1) and prior_depth_outlier_scale above 1, "
                             f"got {config.prior_depth_outliers!r} and {config.prior_depth_outlier_scale!r}")
-    if not 0.0 <= config.global_free_polish_prior <= 1.0:
-        raise NmrlightError("refine: global_free_polish_prior (the share of the prior the polish keeps) must be "
-                            f"in [0, 1], got {config.global_free_polish_prior!r}")
-    if not 0.0 <= config.accept_partial_share <= 1.0:
-        raise NmrlightError("refine: accept_partial_share (how far a rejected refinement still moves a car) must be "
-                            f"in [0, 1], got {config.accept_partial_share!r}")
+    for name, meaning in (("global_free_polish_prior", "the share of the prior the polish keeps"),
+                          ("accept_partial_share", "how far a rejected refinement still moves a car")):
+        if not 0.0 <= getattr(config, name) <= 1.0:
+            raise NmrlightError(f"refine: {name} ({meaning}) must be in [0, 1], got {getattr(config, name)!r}")
     lighting_options(config)  # raises on unknown lighting materials / robust loss
 
 
@@ -359,8 +357,8 @@ def _stage_record(found, car: _Car) -> dict:
 def _outcome_summary(outcome, car: _Car) -> dict:
     """Where a refinement ended (pose, IoU, loss) for report.json: the detector's start's (the global stage's
     baseline), the best flip's, or a rejected one's."""
-    angles = matrix_to_kaggle(outcome.rotation.double().numpy(), reference=np.asarray(car.pose.rotation))
-    return {"rotation": [float(a) for a in angles], "translation": [float(x) for x in outcome.translation.double()],
+    pose = _pose_of(car, outcome)
+    return {"rotation": list(pose.rotation), "translation": list(pose.translation),
             "iou_after": round(outcome.iou_after, 4), "loss_after": round(outcome.loss_after, 5),
             "improved": bool(outcome.improved)}
 
