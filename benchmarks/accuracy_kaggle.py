@@ -11,6 +11,9 @@
     # a copy of DIR whose detections all have their heading flipped (turned 180 deg about the car's own
     # vertical axis; everything else linked to DIR's files): how often the global stage finds a flip
     python benchmarks/accuracy_kaggle.py flip DIR FLIPPED_DIR
+    # the issue's targets on the pooled cars of reviewed runs, with 95 % intervals (`nmrlight.refine.targets`;
+    # --preset crowded: issue 14's; the crowded preset's folders work as well)
+    python benchmarks/accuracy_kaggle.py targets --preset kaggle DIR=RUN.reviewed.pkl ... [--near 40]
     # seeds' runs re-scored and their flip ties judged together (`refine/appearance.py`: more cars teach
     # each mesh's layout), as one run over all their photographs would; writes RUN.reviewed.pkl each
     # (the review's appearance_* settings: today's defaults, or --set key=value)
@@ -196,6 +199,27 @@ def review(args: argparse.Namespace) -> None:
             pickle.dump(run, f)
 
 
+def targets(args: argparse.Namespace) -> None:
+    """The preset's issue targets on the pooled cars of `args.runs` (DIR=RUN.pkl: a reviewed run's confidences
+    are the re-scored ones), each share and median with its 95 % interval."""
+    from nmrlight.refine.targets import band_rows, evaluate_targets, markdown, rows_and_maps
+    from nmrlight.synth.visibility import read_visibility
+
+    rows, maps = [], []
+    for item in args.runs:
+        folder, path = item.split("=", 1)
+        folder = Path(folder)
+        with open(path, "rb") as f:
+            run = pickle.load(f)
+        visibility = read_visibility(folder / "visibility.csv") if (folder / "visibility.csv").is_file() else None
+        r, m = rows_and_maps(str(folder), read_poses(folder / "train.csv"), read_poses(folder / "predictions.csv"),
+                             {i: result for i, (result, _) in run["results"].items()}, read_pairing(folder),
+                             visibility)
+        rows += r
+        maps.append(m)
+    print(markdown(evaluate_targets(args.preset, rows, maps, args.near), band_rows(rows)))
+
+
 def flip(args: argparse.Namespace) -> None:
     """`args.out`: `args.data` with every detection's heading turned by 180 deg (train and submission
     predictions), its other files and folders linked, not copied."""
@@ -241,11 +265,15 @@ def main() -> None:
     v = sub.add_parser("review")
     v.add_argument("runs", nargs="+", help="DIR=RUN.pkl")
     v.add_argument("--set", dest="overrides", action="append", default=[], help="RefineConfig key=value")
+    g = sub.add_parser("targets")
+    g.add_argument("runs", nargs="+", help="DIR=RUN.pkl")
+    g.add_argument("--preset", choices=("kaggle", "crowded"), default="kaggle")
+    g.add_argument("--near", type=float, default=40.0)
     f = sub.add_parser("flip")
     f.add_argument("data")
     f.add_argument("out")
     args = parser.parse_args()
-    {"refine": refine, "table": table, "review": review, "flip": flip}[args.command](args)
+    {"refine": refine, "table": table, "review": review, "targets": targets, "flip": flip}[args.command](args)
 
 
 if __name__ == "__main__":
