@@ -31,9 +31,8 @@ import numpy as np
 from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors, ceiling_poses, paired_truth, read_pairing
+from nmrlight.refine.ablation import car_errors, ceiling_poses, ended_closer, ended_worse, paired_truth, read_pairing
 from nmrlight.refine.result import ImageResult
-from nmrlight.refine.visibility_eval import WORSE_ROTATION_DEG, WORSE_TRANSLATION
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 Z95 = 1.959964                      # two-sided 95 % normal quantile
@@ -54,12 +53,11 @@ class CarRow:
 
     @property
     def closer(self) -> bool:
-        return self.rot_after / 1.0 + self.trans_after / 0.005 < self.rot_before / 1.0 + self.trans_before / 0.005
+        return bool(ended_closer(self.rot_before, self.trans_before, self.rot_after, self.trans_after))
 
     @property
     def worse(self) -> bool:
-        return (self.trans_after - self.trans_before > WORSE_TRANSLATION
-                or self.rot_after - self.rot_before > WORSE_ROTATION_DEG)
+        return bool(ended_worse(self.rot_before, self.trans_before, self.rot_after, self.trans_after))
 
 
 @dataclass(frozen=True)

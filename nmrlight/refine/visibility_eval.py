@@ -27,11 +27,8 @@ import numpy as np
 
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors, ceiling_poses, paired_truth, read_pairing
+from nmrlight.refine.ablation import car_errors, ceiling_poses, ended_closer, ended_worse, paired_truth, read_pairing
 from nmrlight.synth.visibility import BANDS, band, read_visibility
-
-WORSE_TRANSLATION = 0.02   # "ended worse": translation error up by more than this (relative) ...
-WORSE_ROTATION_DEG = 3.0   # ... or rotation error up by more than this
 
 
 def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPose]], dict[str, list[str]],
@@ -119,8 +116,8 @@ def band_table(run: str, rows: list[tuple], maps: dict[str, float], images: int,
         if not rs:
             continue
         r = np.asarray(rs)
-        closer = r[:, 2] / 1.0 + r[:, 3] / 0.005 < r[:, 0] / 1.0 + r[:, 1] / 0.005
-        worse = (r[:, 3] - r[:, 1] > WORSE_TRANSLATION) | (r[:, 2] - r[:, 0] > WORSE_ROTATION_DEG)
+        closer = ended_closer(r[:, 0], r[:, 1], r[:, 2], r[:, 3])
+        worse = ended_worse(r[:, 0], r[:, 1], r[:, 2], r[:, 3])
         table.append({"run": run, "band": name, "cars": len(r),
                       "rot_before": float(np.median(r[:, 0])), "rot_after": float(np.median(r[:, 2])),
                       "trans_before": float(np.median(r[:, 1])), "trans_after": float(np.median(r[:, 3])),

@@ -18,7 +18,7 @@ import numpy as np
 from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors
+from nmrlight.refine.ablation import car_errors, ended_closer
 from nmrlight.refine.result import ImageResult
 
 NEAR_M = 40.0
@@ -72,8 +72,8 @@ def accuracy_of(results: Sequence[ImageResult], truth: Mapping[str, Sequence[Car
     for name, keep in (("all", lambda c: True), (f"< {near:g} m", lambda c: c.translation[2] < near),
                        (f">= {near:g} m", lambda c: c.translation[2] >= near)):
         rows = [e for e in errors if name == "all" or e["band"] == name]
-        closer = [e["rotation_deg_after"] + e["translation_rel_after"] / 0.005
-                  < e["rotation_deg_before"] + e["translation_rel_before"] / 0.005 for e in rows]
+        closer = [bool(ended_closer(e["rotation_deg_before"], e["translation_rel_before"], e["rotation_deg_after"],
+                                    e["translation_rel_after"])) for e in rows]
         gt_band = _split(gt, keep)
         bands.append({
             "band": name, "gt_cars": sum(len(c) for c in gt_band.values()), "paired_cars": len(rows),
