@@ -10,7 +10,8 @@ cars of every DATA OUT pair given (`nmrlight synth` folders with their `nmrlight
 each target says whether the estimate meets it and whether the whole interval does ("sure").
 
 A car counts when it is a detection of a true car that the run refined against its mask (status
-"refined", "partly moved" or "kept initial"); "closer" and "worse" are `visibility_eval`'s. mAPs rank
+"refined", "partly moved" or "kept initial"); "closer" and "worse" are `ablation.ended_closer` and
+`ended_worse`, as everywhere else. mAPs rank
 within one data set, so they are computed per data set: the target compares the sum of the runs' mAPs
 with the sum of their ceilings (the same detections at their true poses, the detector's confidences),
 and names the worst data set. `benchmarks/accuracy_kaggle.py targets` does the same from that
@@ -177,7 +178,8 @@ def _map_share(maps: list[SetMaps], share: float) -> Target:
 
 def evaluate_targets(preset: str, rows: list[CarRow], maps: list[SetMaps], near: float = 40.0) -> list[Target]:
     """Issue 11's targets (preset "kaggle") or issue 14's ("crowded") on the pooled cars `rows` and the
-    data sets' mAPs `maps`. Cost (issue 14: within 1.5 x the uncrowded case) is `nmrlight bench`'s job."""
+    data sets' mAPs `maps`. Issue 14's cost (within 1.5 x the uncrowded case) is not measured here: it needs
+    the runs' timings (`benchmarks/refine_speed.py`, or the CPU seconds `benchmarks/accuracy_kaggle.py` keeps)."""
     if preset not in ("kaggle", "crowded"):
         raise NmrlightError(f"preset must be kaggle or crowded, got {preset!r}")
     if not rows or not maps:
