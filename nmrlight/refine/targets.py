@@ -11,11 +11,10 @@ each target says whether the estimate meets it and whether the whole interval do
 
 A car counts when it is a detection of a true car that the run refined against its mask (status
 "refined", "partly moved" or "kept initial"); "closer" and "worse" are `ablation.ended_closer` and
-`ended_worse`, as everywhere else. mAPs rank
-within one data set, so they are computed per data set: the target compares the sum of the runs' mAPs
-with the sum of their ceilings (the same detections at their true poses, the detector's confidences),
-and names the worst data set. `benchmarks/accuracy_kaggle.py targets` does the same from that
-benchmark's pickled runs.
+`ended_worse`, as everywhere else. mAPs rank within one data set, so they are computed per data set: the
+target compares the sum of the runs' mAPs with the sum of their ceilings (the same detections at their
+true poses, the detector's confidences), and names the worst data set. `benchmarks/accuracy_kaggle.py
+targets` does the same from that benchmark's pickled runs.
 """
 
 from __future__ import annotations
