@@ -104,6 +104,14 @@ def test_rows_and_maps_count_refined_detections_of_true_cars_only() -> None:
     # the refined poses rank by the run's confidence (0.3, below the phantom's 0.8) or the detector's (0.9)
     assert maps.detector_confidence > maps.after
     assert maps.ceiling >= maps.detector_confidence > maps.before
+    # a run given the submission file holds the cars in another order: each is found by its initial pose
+    shuffled = ImageResult("img", [cars[2], cars[0], cars[1]])
+    rows2, maps2 = rows_and_maps("set", truth, predictions, {"img": shuffled}, {"img": [0, -1, 1]},
+                                 {"img": [0.8, 0.1]})
+    assert rows2 == rows and maps2 == maps
+    stranger = CarResult(0, replace(off, translation=(-4.4, 1.65, 23.0)), fixed, "refined")
+    with pytest.raises(NmrlightError, match="image img: car 0 .* no row of the data set's predictions"):
+        rows_and_maps("set", truth, predictions, {"img": ImageResult("img", [stranger])}, {"img": [0, -1, 1]}, None)
 
 
 def test_the_command_names_a_folder_that_is_not_a_run(tmp_path, capsys) -> None:

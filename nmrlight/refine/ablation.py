@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from nmrlight.errors import NmrlightError
 from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose
 from nmrlight.metric import evaluate
@@ -187,6 +188,24 @@ def group_stats(setting: str, truth: dict[str, list[CarPose]], before: dict[str,
                               float(np.mean(secs)), int(np.sum((r[:, 0] > 90) & (r[:, 2] < 90))),
                               int(np.sum(r[:, 0] > 90)), int(np.sum((r[:, 0] <= 90) & (r[:, 2] > 90))),
                               m_ceiling, float(np.mean(ended_worse(*r.T)))))
+    return out
+
+
+def prediction_positions(image_id: str, result, predictions: list[CarPose]) -> list[int]:
+    """For each car of `result` (an ImageResult), the row of the data set's predictions it was made from,
+    found by its initial translation: a run given the submission file has the cars in that file's order,
+    which is not predictions.csv's (a real submission is in no particular order)."""
+    used: set[int] = set()
+    out = []
+    for k, car in enumerate(result.cars):
+        t = np.asarray(car.initial.translation, float)
+        match = [j for j, p in enumerate(predictions) if j not in used
+                 and np.max(np.abs(np.asarray(p.translation, float) - t)) <= 1e-5 * max(1.0, float(np.abs(t).max()))]
+        if not match:
+            raise NmrlightError(f"image {image_id}: car {k} (initial translation {tuple(round(x, 3) for x in t)}) "
+                                "is no row of the data set's predictions: was the run made from this data folder?")
+        used.add(match[0])
+        out.append(match[0])
     return out
 
 

@@ -31,7 +31,15 @@ import numpy as np
 from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors, ceiling_poses, ended_closer, ended_worse, paired_truth, read_pairing
+from nmrlight.refine.ablation import (
+    car_errors,
+    ceiling_poses,
+    ended_closer,
+    ended_worse,
+    paired_truth,
+    prediction_positions,
+    read_pairing,
+)
 from nmrlight.refine.result import ImageResult
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
@@ -110,10 +118,16 @@ def median_interval(values: Iterable[float], z: float = Z95) -> tuple[float, flo
 def rows_and_maps(source: str, truth: dict[str, list[CarPose]], predictions: dict[str, list[CarPose]],
                   results: dict[str, ImageResult], pairing: dict[str, list[int]] | None,
                   visibility: dict[str, list[float]] | None) -> tuple[list[CarRow], SetMaps]:
-    """One data set's counted cars and its mAPs, from its refined photographs' results."""
+    """One data set's counted cars and its mAPs, from its refined photographs' results (cars in the
+    predictions' order or any other: `ablation.prediction_positions`)."""
     rows = []
-    for image_id, result in results.items():
-        for k, car in enumerate(result.cars):
+    images = [i for i in results if i in predictions]
+    missing = [i for i in results if i not in predictions]
+    if missing:
+        raise NmrlightError(f"{source}: images {missing[:3]} of the run are not in its predictions")
+    positions = {i: prediction_positions(i, results[i], predictions[i]) for i in images}
+    for image_id in images:
+        for car, k in zip(results[image_id].cars, positions[image_id], strict=True):
             true_car = paired_truth(truth, pairing, image_id, k)
             if true_car is None or car.status not in COUNTED:
                 continue
@@ -121,11 +135,11 @@ def rows_and_maps(source: str, truth: dict[str, list[CarPose]], predictions: dic
             seen = None if visibility is None else min(max(visibility[image_id][t], 0.0), 1.0)
             rows.append(CarRow(source, float(true_car.translation[2]), seen, *car_errors(car.initial, true_car),
                                *car_errors(car.refined, true_car)))
-    images = list(results)
     gt = {i: truth.get(i, []) for i in images}
     given = {i: predictions[i] for i in images}
     after = {i: results[i].refined_poses() for i in images}
-    by_detector = {i: [replace(p, confidence=g.confidence) for p, g in zip(after[i], given[i], strict=True)]
+    by_detector = {i: [replace(p, confidence=given[i][k].confidence) for p, k in zip(after[i], positions[i],
+                                                                                     strict=True)]
                    for i in images}
     maps = SetMaps(source, evaluate(gt, given).map, evaluate(gt, after).map, evaluate(gt, by_detector).map,
                    evaluate(gt, ceiling_poses(truth, given, pairing)).map)

@@ -25,16 +25,27 @@ from pathlib import Path
 
 import numpy as np
 
+from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
-from nmrlight.refine.ablation import car_errors, ceiling_poses, ended_closer, ended_worse, paired_truth, read_pairing
+from nmrlight.refine.ablation import (
+    car_errors,
+    ceiling_poses,
+    ended_closer,
+    ended_worse,
+    paired_truth,
+    prediction_positions,
+    read_pairing,
+)
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 
-def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPose]], dict[str, list[str]],
-                                 dict[str, list[int]], float]:
+def _refined(out: Path, predictions: dict[str, list[CarPose]]
+             ) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPose]], dict[str, list[str]],
+                        dict[str, list[int]], float]:
     """Refined poses (as written, and with re-scored confidences), per-car status and iterations
-    (renders) of each finished image; and the refinement seconds a car."""
+    (renders) of each finished image, in the order of `predictions` (a run given the submission file
+    holds its cars in that file's order: `prediction_positions`); and the refinement seconds a car."""
     from dataclasses import replace
 
     from nmrlight.refine.rescore import rescored
@@ -43,6 +54,11 @@ def _refined(out: Path) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPos
     poses, rescored_poses, status, iterations, seconds, cars = {}, {}, {}, {}, 0.0, 0
     for path in sorted((out / "images").glob("*.json")):
         result = ImageResult.from_dict(json.loads(path.read_text()))
+        if result.image_id not in predictions or len(result.cars) != len(predictions[result.image_id]):
+            raise NmrlightError(f"{path}: its cars are not the rows of the data set's predictions for "
+                                f"{result.image_id}")
+        order = prediction_positions(result.image_id, result, predictions[result.image_id])
+        result.cars = [car for _, car in sorted(zip(order, result.cars, strict=True), key=lambda x: x[0])]
         poses[result.image_id] = result.refined_poses()
         rescored_poses[result.image_id] = [replace(c.refined, confidence=rescored(c)) for c in result.cars]
         status[result.image_id] = [c.status for c in result.cars]
@@ -87,7 +103,7 @@ def _cars_and_maps(data: Path, out: Path) -> tuple[list[tuple], dict[str, float]
     predictions = read_poses(data / "predictions.csv")
     visibility = read_visibility(data / "visibility.csv")
     pairing = read_pairing(data)
-    refined, rescored_poses, status, iterations, seconds = _refined(out)
+    refined, rescored_poses, status, iterations, seconds = _refined(out, predictions)
     rows = []
     for image_id, after in refined.items():
         before = predictions[image_id]
