@@ -428,11 +428,15 @@ def test_without_a_model_id_the_global_stage_runs_for_the_chosen_mesh(picture, t
     car = image.refine_image(data, "ID_one", [unknown], config).cars[0]
     losses = car.extra["mesh_choice"]["losses"]
     assert len(losses) == 2
+    translations = car.extra["mesh_choice"]["translations"]
+    assert sorted(translations) == sorted(losses) and all(len(t) == 3 for t in translations.values())
     if not each:
         assert len(calls) == 1 and calls[0][0] is not None     # the chosen mesh's refinement, reused
         found = calls[0][1]
         assert found.detector is calls[0][0]
         assert found.detector.loss_after == pytest.approx(losses[str(car.refined.model_type)], abs=1e-6)
+        assert translations[str(car.refined.model_type)] == pytest.approx(
+            found.detector.translation.double().tolist(), abs=1e-4)
     else:
         assert len(calls) == 2 and all(base is None for base, _ in calls)
         found = min((f for _, f in calls), key=lambda f: f.outcome.loss_after)

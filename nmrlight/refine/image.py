@@ -209,7 +209,11 @@ def _refine_car(car: _Car, state: list[_Car], camera, photo: np.ndarray, labels:
                       screened)
         spent = car.extra["mesh_choice"].get("seconds", 0.0) + sum(o.seconds for o, _ in outcomes.values()) + \
             car.extra["mesh_choice"].get("screen_seconds", 0.0)
-        car.extra["mesh_choice"] = {**choice.to_dict(), "seconds": round(spent, 3)}
+        # each candidate's refined translation (before the chosen one's global stage): a larger mesh ends
+        # farther away, so their spread is the depth the choice is unsure of (docs/accuracy.md)
+        translations = {str(m): [round(float(x), 4) for x in o.translation.detach().double()]
+                        for m, (o, _) in outcomes.items()}
+        car.extra["mesh_choice"] = {**choice.to_dict(), "translations": translations, "seconds": round(spent, 3)}
         if choice.chosen != car.model:
             car.use_mesh(data, choice.chosen)
     if config.global_stage and not each:
