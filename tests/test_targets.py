@@ -110,7 +110,7 @@ def test_rows_and_maps_count_refined_detections_of_true_cars_only() -> None:
                                  {"img": [0.8, 0.1]})
     assert rows2 == rows and maps2 == maps
     stranger = CarResult(0, replace(off, translation=(-4.4, 1.65, 23.0)), fixed, "refined")
-    with pytest.raises(NmrlightError, match="image img: car 0 .* no row of the data set's predictions"):
+    with pytest.raises(NmrlightError, match=r"image img: car 0 \(initial translation \(-4.4, 1.65, 23.0\)\) is no row"):
         rows_and_maps("set", truth, predictions, {"img": ImageResult("img", [stranger])}, {"img": [0, -1, 1]}, None)
 
 

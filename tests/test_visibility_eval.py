@@ -55,3 +55,37 @@ def test_band_statistics_count_closer_and_worse_cars_as_documented() -> None:
     assert table["<30%"]["worse"] == pytest.approx(0.5) and table[">70%"]["worse"] == 0.0
     assert table["all"]["rot_after"] == pytest.approx(1.0) and table["all"]["trans_before"] == pytest.approx(0.03)
     assert table["all"]["renders_per_car"] == pytest.approx(25.0) and table["all"]["map_ranked"] == 0.3
+
+
+def test_a_run_in_submission_order_is_measured_as_one_in_prediction_order(tmp_path) -> None:
+    import json
+
+    from nmrlight.io.poses import write_poses
+    from nmrlight.refine.result import CarResult, ImageResult
+    from nmrlight.refine.visibility_eval import main, summarise
+
+    data = tmp_path / "data"
+    data.mkdir()
+    before = [_off(t, 4.0, 0.05, 0.5 + 0.1 * k) for k, t in enumerate(TRUTH)]
+    after = [_off(t, 0.5, 0.005, 0.5 + 0.1 * k) for k, t in enumerate(TRUTH)]
+    write_poses(data / "train.csv", {"img": TRUTH}, confidence=False)
+    write_poses(data / "predictions.csv", {"img": before})
+    rows = "".join(f"img,{k},10,40,{f},20\n" for k, f in enumerate((0.1, 0.5, 0.9, 1.0)))
+    (data / "visibility.csv").write_text("ImageId,car_index,visible_pixels,unoccluded_pixels,visible_fraction,depth\n"
+                                         + rows)
+    cars = [CarResult(k, b, a, "refined", iterations=10 * (k + 1))
+            for k, (b, a) in enumerate(zip(before, after, strict=True))]
+    tables = []
+    for name, order in (("rows", [0, 1, 2, 3]), ("shuffled", [2, 0, 3, 1])):
+        out = tmp_path / name / "images"
+        out.mkdir(parents=True)
+        (out / "img.json").write_text(json.dumps(ImageResult("img", [cars[k] for k in order]).to_dict()))
+        tables.append([{k: v for k, v in row.items() if k != "run"} for row in summarise(data, out.parent)])
+    assert tables[0] == tables[1]
+    assert {r["band"]: r["cars"] for r in tables[0]} == {"<30%": 1, "30-70%": 1, ">70%": 2, "all": 4}
+    stranger = tmp_path / "stranger" / "images"
+    stranger.mkdir(parents=True)
+    moved = [replace(c, initial=_off(c.initial, 0.0, 0.2, 0.5)) for c in cars]
+    (stranger / "img.json").write_text(json.dumps(ImageResult("img", moved).to_dict()))
+    with pytest.raises(SystemExit, match=r"image img: car 0 \(initial translation \(-5.04, 1.89, 25.2\)\) is no row"):
+        main([str(data), str(stranger.parent)])

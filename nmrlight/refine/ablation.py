@@ -202,8 +202,9 @@ def prediction_positions(image_id: str, result, predictions: list[CarPose]) -> l
         match = [j for j, p in enumerate(predictions) if j not in used
                  and np.max(np.abs(np.asarray(p.translation, float) - t)) <= 1e-5 * max(1.0, float(np.abs(t).max()))]
         if not match:
-            raise NmrlightError(f"image {image_id}: car {k} (initial translation {tuple(round(x, 3) for x in t)}) "
-                                "is no row of the data set's predictions: was the run made from this data folder?")
+            shown = tuple(round(float(x), 3) for x in t)
+            raise NmrlightError(f"image {image_id}: car {k} (initial translation {shown}) is no row of the data "
+                                "set's predictions: was the run made from this data folder?")
         used.add(match[0])
         out.append(match[0])
     return out

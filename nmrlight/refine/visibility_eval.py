@@ -183,13 +183,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", action="store_true",
                         help="the arguments are DATA OUT pairs of several data sets, measured as one")
     args = parser.parse_args(argv)
-    if args.pool:
-        paths = [args.data, *args.runs]
-        if len(paths) % 2:
-            parser.error("--pool takes DATA OUT pairs")
-        rows = pooled(list(zip(paths[::2], paths[1::2], strict=True)))
-    else:
-        rows = [row for run in args.runs for row in summarise(args.data, run)]
+    try:
+        if args.pool:
+            paths = [args.data, *args.runs]
+            if len(paths) % 2:
+                parser.error("--pool takes DATA OUT pairs")
+            rows = pooled(list(zip(paths[::2], paths[1::2], strict=True)))
+        else:
+            rows = [row for run in args.runs for row in summarise(args.data, run)]
+    except NmrlightError as error:
+        raise SystemExit(f"error: {error}") from None
     print(markdown(rows) if args.markdown else json.dumps(rows, indent=1))
 
 
