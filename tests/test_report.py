@@ -28,11 +28,10 @@ from nmrlight.io.dataset import DataFolder
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
 from nmrlight.refine.ablation import car_errors
-from nmrlight.refine.outdir import save_result
+from nmrlight.refine.outdir import load_results, save_result
 from nmrlight.refine.report import write_lighting_csv, write_reports
 from nmrlight.refine.result import CarResult, ImageResult, LightingResult
 from nmrlight.report.assets import car_labels, outline
-from nmrlight.report.build import load_results
 from nmrlight.report.plots import shaded_sphere
 
 HEADING_TURN = math.radians(10.0)

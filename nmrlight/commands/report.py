@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
         from nmrlight.errors import NmrlightError
         from nmrlight.io.dataset import DataFolder
         from nmrlight.io.poses import read_poses
+        from nmrlight.refine.outdir import load_results
         from nmrlight.refine.report import write_reports
-        from nmrlight.report.build import load_results, run_info
+        from nmrlight.report.build import run_info
 
         if not out.is_dir():
             raise NmrlightError(f"output folder {out}: not a directory")

@@ -115,6 +115,7 @@ class GroupStats:
 
 # "closer": the combined error rotation / 1 deg + translation / 0.5 % went down; "worse": the translation
 # error rose by more than 2 % (relative) or the rotation error by more than 3 deg (the accuracy issues' terms)
+COUNTED_STATUSES = ("refined", "partly moved", "kept initial")  # cars refined against their mask: the ones measured
 CLOSER_ROTATION_DEG = 1.0
 CLOSER_TRANSLATION = 0.005
 WORSE_TRANSLATION = 0.02

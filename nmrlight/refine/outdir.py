@@ -85,6 +85,36 @@ def load_result(out: Path, image_id: str) -> ImageResult | None:
         return None
 
 
+def load_results(out: str | Path) -> tuple[list[ImageResult], list[str]]:
+    """Every OUT/images/*.json, in the run's input order when its predictions file is readable
+    (else by file name); unreadable files are skipped and named in the second list."""
+    out = Path(out)
+    folder = out / IMAGES_DIR
+    if not folder.is_dir():
+        raise NmrlightError(f"{out}: no {IMAGES_DIR}/ folder of per-image results (is it a refine --out folder?)")
+    results, bad = [], []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            results.append(ImageResult.from_dict(json.loads(path.read_text())))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            bad.append(f"{path}: {exc}")
+    order = _input_order(out)
+    if order:
+        rank = {image_id: k for k, image_id in enumerate(order)}
+        results.sort(key=lambda r: (rank.get(r.image_id, len(rank)), r.image_id))
+    return results, bad
+
+
+def _input_order(out: Path) -> list[str]:
+    try:
+        predictions = Path(json.loads((out / RUN_FILE).read_text())["inputs"]["predictions"])
+        from nmrlight.refine.inputs import read_inputs
+
+        return list(read_inputs(predictions).order)
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def prepare_out(options, log: Log) -> None:
     """Create OUT and check (or write) run.json: refuse other inputs unless --force (which starts over)."""
     out = Path(options.out)

@@ -20,7 +20,6 @@ targets` does the same from that benchmark's pickled runs.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -32,6 +31,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
 from nmrlight.refine.ablation import (
+    COUNTED_STATUSES,
     car_errors,
     ceiling_poses,
     ended_closer,
@@ -40,11 +40,11 @@ from nmrlight.refine.ablation import (
     prediction_positions,
     read_pairing,
 )
+from nmrlight.refine.outdir import load_results
 from nmrlight.refine.result import ImageResult
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 Z95 = 1.959964                      # two-sided 95 % normal quantile
-COUNTED = ("refined", "partly moved", "kept initial")   # statuses of cars refined against a mask
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def rows_and_maps(source: str, truth: dict[str, list[CarPose]], predictions: dic
     for image_id in images:
         for car, k in zip(results[image_id].cars, positions[image_id], strict=True):
             true_car = paired_truth(truth, pairing, image_id, k)
-            if true_car is None or car.status not in COUNTED:
+            if true_car is None or car.status not in COUNTED_STATUSES:
                 continue
             t = pairing[image_id][k] if pairing is not None else k
             seen = None if visibility is None else min(max(visibility[image_id][t], 0.0), 1.0)
@@ -148,16 +148,14 @@ def rows_and_maps(source: str, truth: dict[str, list[CarPose]], predictions: dic
 
 def read_run(data: Path, out: Path) -> tuple[list[CarRow], SetMaps]:
     """`rows_and_maps` of an `nmrlight refine` output folder (its finished images) on a synth folder."""
-    paths = sorted((out / "images").glob("*.json"))
-    if not paths:
+    results, bad = load_results(out)
+    if bad:
+        raise NmrlightError(f"{out}: unreadable image results ({'; '.join(bad[:3])})")
+    if not results:
         raise NmrlightError(f"{out}: no images/*.json (not an `nmrlight refine` output folder, or nothing finished)")
-    results = {}
-    for path in paths:
-        result = ImageResult.from_dict(json.loads(path.read_text()))
-        results[result.image_id] = result
     visibility = read_visibility(data / "visibility.csv") if (data / "visibility.csv").is_file() else None
     return rows_and_maps(str(data), read_poses(data / "train.csv"), read_poses(data / "predictions.csv"),
-                         results, read_pairing(data), visibility)
+                         {r.image_id: r for r in results}, read_pairing(data), visibility)
 
 
 def _share(name: str, bar: str, k: int, n: int, limit: float, below: bool) -> Target:

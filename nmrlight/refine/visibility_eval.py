@@ -29,6 +29,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
 from nmrlight.refine.ablation import (
+    COUNTED_STATUSES,
     car_errors,
     ceiling_poses,
     ended_closer,
@@ -37,6 +38,7 @@ from nmrlight.refine.ablation import (
     prediction_positions,
     read_pairing,
 )
+from nmrlight.refine.outdir import load_results
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 
@@ -49,14 +51,15 @@ def _refined(out: Path, predictions: dict[str, list[CarPose]]
     from dataclasses import replace
 
     from nmrlight.refine.rescore import rescored
-    from nmrlight.refine.result import ImageResult
 
     poses, rescored_poses, status, iterations, seconds, cars = {}, {}, {}, {}, 0.0, 0
-    for path in sorted((out / "images").glob("*.json")):
-        result = ImageResult.from_dict(json.loads(path.read_text()))
+    results, bad = load_results(out)
+    if bad:
+        raise NmrlightError(f"{out}: unreadable image results ({'; '.join(bad[:3])})")
+    for result in results:
         if result.image_id not in predictions or len(result.cars) != len(predictions[result.image_id]):
-            raise NmrlightError(f"{path}: its cars are not the rows of the data set's predictions for "
-                                f"{result.image_id}")
+            raise NmrlightError(f"{out}: the cars of {result.image_id} are not the rows of the data set's "
+                                "predictions")
         order = prediction_positions(result.image_id, result, predictions[result.image_id])
         result.cars = [car for _, car in sorted(zip(order, result.cars, strict=True), key=lambda x: x[0])]
         poses[result.image_id] = result.refined_poses()
@@ -109,7 +112,7 @@ def _cars_and_maps(data: Path, out: Path) -> tuple[list[tuple], dict[str, float]
         before = predictions[image_id]
         for k, (b, a) in enumerate(zip(before, after, strict=True)):
             t = pairing[image_id][k] if pairing is not None else k
-            if t < 0 or status[image_id][k] not in ("refined", "partly moved", "kept initial"):
+            if t < 0 or status[image_id][k] not in COUNTED_STATUSES:
                 continue  # a false positive, or a car that had nothing to refine against
             g = truth[image_id][t]
             rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g),
