@@ -166,6 +166,18 @@ def test_the_cli_turns_bad_detector_output_into_one_clear_error(detector_output,
     code, err = _cli(monkeypatch, capsys, "refine", str(root), "-p", str(ambiguous), "--out", str(tmp_path / "o4"),
                      "--masks", str(tmp_path / "none.json"))
     assert code == 2 and "--masks" in err and "file not found" in err
+    # integer image_ids without the images list match no photograph: an error, not a run without masks
+    code, err = _cli(monkeypatch, capsys, "refine", str(root), "-p", str(root / "submission_in.csv"), "--masks",
+                     str(root / "results.json"), "--out", str(tmp_path / "o5"), "-w", "1", "-q")
+    assert code == 2 and "results.json: no mask for any of the run's 3 images" in err
+    assert "give --coco-images" in err and "Traceback" not in err and not (tmp_path / "o5").exists()
+    # the masks of another data set (every ImageId unknown to the run) are refused the same way
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"image_id": "ID_elsewhere", "category_id": 3, "score": 0.9,
+                                  "segmentation": _rle(np.ones((542, 677), bool))}]))
+    code, err = _cli(monkeypatch, capsys, "refine", str(root), "-p", str(root / "submission_in.csv"), "--masks",
+                     str(other), "--out", str(tmp_path / "o6"), "-w", "1", "-q")
+    assert code == 2 and "other.json: no mask for any of the run's 3 images" in err and "ID_elsewhere" in err
 
 
 def test_a_forced_mesh_is_used_for_every_car(detector_output, tmp_path):

@@ -66,12 +66,21 @@ def select_images(order: list[str], images: list[str] | None, limit: int | None)
 
 def check_masks(config: RefineConfig, image_ids: list[str]) -> list[str]:
     """Parse the run's COCO masks file (a bad file raises NmrlightError) and say what will be left out:
-    entries that cannot be used, and images of the file that are not in the predictions."""
+    entries that cannot be used, and images of the file that are not in the predictions.
+
+    A file that gives no image of the run a single mask is an error, not a run that refines nothing:
+    integer image_ids without --coco-images, or the masks of another data set."""
     if not config.masks_file:
         return []
     from nmrlight.refine.prepare import coco_instances
 
     coco = coco_instances(config)
+    if image_ids and not any(coco.instances.get(i) for i in image_ids):
+        why = (f"{len(coco.warnings)} entries skipped, the first: {coco.warnings[0]}" if coco.warnings else
+               f"it holds masks of {len(coco.instances)} other images, e.g. {', '.join(list(coco.instances)[:3])}"
+               if coco.instances else "it holds no entries")
+        raise NmrlightError(f"masks {coco.path}: no mask for any of the run's {len(image_ids)} images "
+                            f"(e.g. {', '.join(image_ids[:3])}); {why}")
     lines = [f"masks {coco.path}: {sum(len(v) for v in coco.instances.values())} masks of "
              f"{len(coco.instances)} images" + (" (ordered by car_index)" if coco.ordered else
                                                 " (unordered: associated with the cars by overlap)")]
