@@ -133,3 +133,30 @@ def test_without_a_pairing_the_labels_are_the_metrics_true_positives(tmp_path) -
         main([str(tmp_path / "data"), str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="no refinement results"):
         main([str(tmp_path / "data"), str(tmp_path / "data")])
+
+
+def test_the_training_set_pairs_a_submission_ordered_run_by_each_cars_initial_pose(tmp_path) -> None:
+    """A run made from the submission file holds its cars in that file's order, not predictions.csv's: the
+    labels come from the true car of the prediction each car started from, not from its row number."""
+    import json
+
+    from nmrlight.io.poses import write_poses
+    from nmrlight.refine.rescore import _training_set
+    from nmrlight.refine.result import ImageResult
+
+    far = CarPose(16, TRUTH.rotation, (-6.0, 3.0, 40.0))
+    data = tmp_path / "data"
+    (data / "coco").mkdir(parents=True)
+    write_poses(data / "train.csv", {"ID_1": [TRUTH, far]}, confidence=False)
+    near_start = CarPose(16, TRUTH.rotation, (2.0, 3.0, 31.0), 0.6)
+    far_start = CarPose(16, far.rotation, (-6.0, 3.0, 43.0), 0.5)
+    write_poses(data / "predictions.csv", {"ID_1": [near_start, far_start]})
+    (data / "coco" / "truth.json").write_text(json.dumps({"images": {"ID_1": {"prediction_truth": [0, 1]}}}))
+    # the run's order is the other way round; each car refined onto its own true pose
+    cars = [CarResult(0, far_start, CarPose(16, far.rotation, far.translation, 0.5), iou_after=0.9, loss_after=0.2),
+            CarResult(1, near_start, CarPose(16, TRUTH.rotation, TRUTH.translation, 0.6), iou_after=0.9,
+                      loss_after=0.2)]
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    (tmp_path / "out" / "images" / "ID_1.json").write_text(json.dumps(ImageResult("ID_1", cars).to_dict()))
+    x, y = _training_set(data, tmp_path / "out")
+    assert x.shape == (20, len(FEATURES)) and y.tolist() == [1] * 20   # row by row, both would be far off

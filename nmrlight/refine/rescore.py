@@ -98,19 +98,21 @@ def _results(run: Path) -> list:
 def _training_set(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
     """Each car's features once per metric threshold, labelled by whether it lies within it.
 
-    A synthetic folder pairs each prediction with its true car (coco/truth.json); without that (real
-    data: DATA holds the truth as train.csv), the labels are the metric's own true positives, the
-    predictions matched to the true cars as the metric matches them (`threshold_hits`, in the order of
-    the detector's confidences)."""
+    A synthetic folder pairs each prediction with its true car (coco/truth.json), found for each refined
+    car by its initial pose (`ablation.prediction_positions`: a run given the submission file holds its
+    cars in that file's order); without that (real data: DATA holds the truth as train.csv), the labels
+    are the metric's own true positives, the predictions matched to the true cars as the metric matches
+    them (`threshold_hits`, in the order of the detector's confidences)."""
     from dataclasses import replace
 
     from nmrlight.errors import NmrlightError
     from nmrlight.io.poses import read_poses
     from nmrlight.metric import ROTATION_THRESHOLDS_DEG, TRANSLATION_THRESHOLDS, threshold_hits
-    from nmrlight.refine.ablation import car_errors, read_pairing
+    from nmrlight.refine.ablation import car_errors, prediction_positions, read_pairing
 
     truth = read_poses(data / "train.csv")
     pairing = read_pairing(data)
+    predictions = read_poses(data / "predictions.csv") if pairing is not None else None
     results = _results(run)
     if not results:
         raise NmrlightError(f"{run}: no refinement results (images/*.json, or a benchmark pickle .pkl)")
@@ -122,11 +124,13 @@ def _training_set(data: Path, run: Path) -> tuple[np.ndarray, np.ndarray]:
         if pairing is None:
             hits = threshold_hits(truth[result.image_id], [replace(car.refined, confidence=car.initial.confidence)
                                                            for car in result.cars])
+        else:
+            rows = prediction_positions(result.image_id, result, predictions.get(result.image_id, []))
         for k, car in enumerate(result.cars):
             if pairing is None:
                 labels = [int(h) for h in hits[k]]
             else:
-                t = pairing[result.image_id][k]
+                t = pairing[result.image_id][rows[k]]
                 rot, tr = car_errors(car.refined, truth[result.image_id][t]) if t >= 0 else (math.inf, math.inf)
                 labels = [int(tr < max_tr and rot < max_rot) for max_tr, max_rot in thresholds]
             for label in labels:
