@@ -248,6 +248,16 @@ def test_a_poorly_fitted_car_searches_other_depths_along_its_ray(picture) -> Non
     untried = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT,
                             replace(short, global_depth_search_below_iou=0.5))
     assert untried.chosen.is_detector and "+0deg x1.15" not in untried.judged
+    # the search's own visibility gate: None, the flips' (a car seen less than that searches nothing); at
+    # its default, far lower, the same car searches while it still tries no flip
+    hidden = replace(short, global_headings_deg=(180.0,), global_min_visible=found.detector.visible + 0.1)
+    gated = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT,
+                          replace(hidden, global_depth_search_min_visible=None))
+    assert gated.chosen.is_detector and not gated.judged and not gated.scored
+    assert hidden.global_depth_search_min_visible == RefineConfig().global_depth_search_min_visible < 0.1
+    searched = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT, hidden)
+    assert searched.chosen == Hypothesis(0.0, 1.15) and not searched.scored
+    assert abs(float(searched.outcome.translation[2]) / TRUE_T[2] - 1.0) < 0.01
 
 
 def test_a_turn_of_the_detectors_heading_wins_a_tie_with_the_flip() -> None:

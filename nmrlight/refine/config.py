@@ -136,6 +136,9 @@ class RefineConfig:
     global_depth_search: tuple[float, ...] = (0.85, 1.15)  # a poorly fitted chosen pose: these depths (x the
                                          # detector's, along its ray) screened, the best refined (() off) ...
     global_depth_search_below_iou: float = 0.8  # ... for a car whose chosen pose ends below this IoU
+    global_depth_search_min_visible: float | None = 0.05  # ... and at least this visible (None: as
+                                         # global_min_visible, the flips' gate, as until the twenty-fifth
+                                         # session; docs/accuracy.md, last section)
     global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
     global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)

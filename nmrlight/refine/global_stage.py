@@ -110,7 +110,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`
     (`switch_bars`; and a turned heading only by `global_switch_margin_partial`, when set).
     When a flip wins, small turns of the detector's heading are screened too (`_stall_turns`).
-    A chosen pose below `global_depth_search_below_iou` has other depths searched (`_depth_search`).
+    A chosen pose below `global_depth_search_below_iou` has other depths searched (`_depth_search`), for a
+    car at least `global_depth_search_min_visible` visible (slivers too: the switch's IoU bar guards them).
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
@@ -178,7 +179,8 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + turn_margin:
             best_h, best = detector, again
-    if config.global_depth_search and best.iou_after < config.global_depth_search_below_iou and sees_enough:
+    if config.global_depth_search and best.iou_after < config.global_depth_search_below_iou and \
+            _searches_depth(config, base.visible):
         found, seconds, iterations = _depth_search(problem, lighting, config, best_h, best, judged)
         spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
         best_h, best = _adopt(found, outcomes, (best_h, best),
@@ -217,6 +219,15 @@ def switch_bars(config: RefineConfig, visible: float) -> tuple[float | None, flo
         if config.global_switch_margin_partial is not None:
             margin = max(margin, config.global_switch_margin_partial)
     return min_iou, margin
+
+
+def _searches_depth(config: RefineConfig, visible: float) -> bool:
+    """Whether a poorly fitted car is visible enough for the depth search: its own gate
+    (`global_depth_search_min_visible`) or, when that is None, the alternatives' (`global_min_visible`)."""
+    gate = config.global_depth_search_min_visible
+    if gate is None:
+        gate = config.global_min_visible
+    return gate is None or visible >= gate
 
 
 def _stall_turns(problem: CarProblem, lighting: Lighting, config: RefineConfig, base: PoseOutcome,
