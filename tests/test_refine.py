@@ -148,6 +148,24 @@ def test_a_car_whose_refinement_fails_keeps_its_pose_and_the_others_go_on(scene,
     assert failed_car_lines([result] * 7, most=5)[-1] == "  ... and 2 more"
 
 
+def test_a_car_whose_mesh_is_missing_keeps_its_pose_and_the_others_go_on(scene) -> None:
+    """A model id without a mesh file in car_models_json/ (an incomplete download) no longer fails the whole
+    photograph: that car keeps the detector's pose with status "failed" and the file named, and the other
+    car is refined."""
+    from dataclasses import replace as with_field
+
+    data, _, _ = scene
+    missing = next(m for m in range(79) if m != MODEL)   # the tiny scene writes MODEL's mesh only
+    start = [with_field(_perturbed(TRUTH[0], 5.0, 1.03), model_type=missing), _perturbed(TRUTH[1], -4.0, 0.97)]
+    result = refine_image(data, IMAGE, start, FAST)
+    failed, refined = result.cars
+    assert failed.status == "failed" and failed.refined == failed.initial == start[0]
+    assert f"car model {missing}" in failed.extra["error"] and ".json" in failed.extra["error"]
+    assert any(w.startswith("car 0: not refined (car model") for w in result.warnings)
+    assert refined.status == "refined"
+    assert car_errors(refined.refined, TRUTH[1])[1] < 0.5 * car_errors(refined.initial, TRUTH[1])[1]
+
+
 def test_lbfgs_refinement_moves_the_cars_toward_the_truth(scene) -> None:
     """The L-BFGS option (not the default) with the same budgets: closer, but less close than Adam
     gets here (rotation 4.0 -> 1.8 deg on the second car where Adam ends below 1.6; docs/speed.md)."""

@@ -131,6 +131,8 @@ def refine_image(data: DataFolder, image_id: str, cars: list[CarPose], config: R
     camera = data.camera(width, height)
     state = pose_cars(data, cars, camera, config)
     masks = image_masks(data, image_id, state, camera, (height, width), config)
+    masks.warnings += [f"car {car.index}: not refined ({car.extra['error']}); kept the detector's pose"
+                       for car in state if car.status == "failed"]
     labels = masks.labels
     attach_masks(state, masks, camera, config)
     _shortlist_meshes(data, state, camera, labels, config)

@@ -74,7 +74,11 @@ def mesh_tensors(data: DataFolder, model: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def pose_cars(data: DataFolder, cars: list[CarPose], camera: Camera, config: RefineConfig) -> list[_Car]:
-    """Each car with its mesh and initial pose; "not visible" when behind the camera or off the image."""
+    """Each car with its mesh and initial pose; "not visible" when behind the camera or off the image.
+
+    A car whose model id has no readable mesh keeps the detector's pose (status "failed", the reason in
+    extra.error) and is drawn with the typical mesh where it hides other cars; the photograph's other cars
+    are refined."""
     unknown = config.model is None and any(int(c.model_type) < 0 for c in cars)
     stand_in = typical_model(data, data.model_ids()) if unknown else None
     out = []
@@ -83,11 +87,21 @@ def pose_cars(data: DataFolder, cars: list[CarPose], camera: Camera, config: Ref
         choose = model < 0
         if choose:
             model = stand_in
-        vertices, faces = mesh_tensors(data, model)
+        missing = None
+        try:
+            vertices, faces = mesh_tensors(data, model)
+        except NmrlightError as error:
+            if config.model is not None or choose:
+                raise
+            missing = str(error)
+            vertices, faces = mesh_tensors(data, typical_model(data, data.model_ids()))
         car = _Car(index, pose, vertices, faces,
                    torch.as_tensor(kaggle_to_matrix(np.asarray(pose.rotation, np.float64)), dtype=torch.float32),
                    torch.as_tensor(pose.translation, dtype=torch.float32), model=model, choose_mesh=choose)
-        if not np.isfinite(pose.translation).all() or pose.translation[2] <= camera.near:
+        if missing is not None:
+            car.status = "failed"
+            car.extra["error"] = missing
+        elif not np.isfinite(pose.translation).all() or pose.translation[2] <= camera.near:
             car.status = "not visible"
         else:
             car.box = projected_box(car.posed(), camera)
