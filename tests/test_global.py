@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -34,7 +35,10 @@ TRUE_T = (-1.0, 1.4, 12.0)
 LIGHT = Lighting(0.4, 0.6, (0.5, -0.7, -0.5))
 FAST = RefineConfig(threads=1, stages=((64, "analytic", 2.0, 12), (96, "analytic", 0.0, 15)), large_stage=None)
 # the global stage with the detector's heading and the flip only (two refinements a car: the tests stay cheap)
-FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=(), global_free_polish=None)
+# the few iterations of these tests end near, not at, an IoU of 0.95: the depth search's bar for near,
+# clearly seen cars is its own test's (test_a_near_clearly_seen_car_below_the_clear_bar...)
+FLIPS = replace(FAST, global_headings_deg=(180.0,), global_depth_factors=(), global_free_polish=None,
+                global_depth_search_clear_iou=None)
 
 
 def _rotation(angles) -> torch.Tensor:
@@ -178,7 +182,8 @@ def test_global_stage_tries_no_alternative_for_a_car_it_sees_too_little_of(pictu
     neither screened nor refined, and the refinement from the detector's start stands."""
     flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
     problem = _problem(picture, flipped, TRUE_T)
-    found = refine_global(problem, LIGHT, replace(FLIPS, global_min_visible=1.5))
+    # (the depth search, gated on its own, is another test's)
+    found = refine_global(problem, LIGHT, replace(FLIPS, global_min_visible=1.5, global_depth_search=()))
     assert 0.8 < found.detector.visible < 1.5
     assert not found.chosen.flipped and list(found.refined) == ["+0deg x1"] and not found.judged
     assert torch.allclose(found.outcome.rotation, found.detector.rotation)
@@ -246,7 +251,7 @@ def test_a_poorly_fitted_car_searches_other_depths_along_its_ray(picture) -> Non
     assert abs(float(found.outcome.translation[2]) / TRUE_T[2] - 1.0) < 0.01
     assert found.outcome.loss_after < found.detector.loss_after - short.global_switch_margin
     untried = refine_global(_problem(picture, TRUE_ANGLES, start), LIGHT,
-                            replace(short, global_depth_search_below_iou=0.5))
+                            replace(short, global_depth_search_below_iou=0.5, global_depth_search_clear_iou=None))
     assert untried.chosen.is_detector and "+0deg x1.15" not in untried.judged
     # the search's own visibility gate: None, the flips' (a car seen less than that searches nothing); at
     # its default, far lower, the same car searches while it still tries no flip
@@ -694,3 +699,24 @@ def test_without_a_model_id_the_true_mesh_is_found_though_the_depth_is_far_off(p
     assert MODEL in shortlisted and shortlisted[MODEL] == pytest.approx(1.0 / depth, rel=0.05)
     assert car.refined.model_type == MODEL, car.extra["mesh_choice"]
     assert car.refined.translation[2] == pytest.approx(TRUE_T[2], rel=0.02)   # from 15-18 % off
+
+
+def test_a_near_clearly_seen_car_below_the_clear_bar_counts_as_a_poor_fit() -> None:
+    """`global_depth_search_clear_iou`: an IoU of 0.9 is a stall for a car seen whole near the camera
+    (searched), but not for a far one, a partly hidden one, or with the bar off (None)."""
+    from nmrlight.refine.global_stage import _fits_poorly
+
+    on = RefineConfig()
+    assert on.global_depth_search_clear_iou == 0.95
+    off = replace(on, global_depth_search_clear_iou=None)
+
+    def fits_poorly(config, iou, visible=0.9, depth=20.0):
+        problem = SimpleNamespace(translation=torch.tensor([1.0, 1.5, depth]))
+        return _fits_poorly(config, problem, _outcome(0.6, iou, visible=visible), _outcome(0.6, iou))
+
+    assert fits_poorly(on, 0.90)
+    assert not fits_poorly(on, 0.96)
+    assert not fits_poorly(on, 0.90, depth=60.0)
+    assert not fits_poorly(on, 0.90, visible=0.5)
+    assert not fits_poorly(off, 0.90)
+    assert fits_poorly(off, 0.70, visible=0.1, depth=90.0)     # the plain bar, for every car

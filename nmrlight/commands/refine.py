@@ -108,9 +108,9 @@ def register(app: typer.Typer) -> None:
             "screened and the best refined: it takes the flip's place unless the flip fits better by the switch "
             "margin (docs/accuracy.md).")),
         global_depth_search: bool = typer.Option(True, "--global-depth-search/--no-global-depth-search", help=(
-            "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8; at least 5 % "
-            "visible) has the detector's depth x 0.85 and x 1.15 screened and the best refined "
-            "(docs/accuracy.md).")),
+            "With --global-stage, a car whose chosen pose fits its mask poorly (IoU below 0.8 and at least 5 % "
+            "visible, or below 0.95 when at least 70 % visible and nearer than 40 m) has the detector's depth "
+            "x 0.85 and x 1.15 screened and the best refined (docs/accuracy.md).")),
         flip_review: bool = typer.Option(RefineConfig.appearance_review, "--flip-review/--no-flip-review", help=(
             "With --global-stage, once every photograph is refined: each car whose two headings, refined under "
             "the prior, ended within 0.03 of each other takes the other one when its mesh's face layout, learned "

@@ -139,6 +139,12 @@ class RefineConfig:
     global_depth_search_min_visible: float | None = 0.05  # ... and at least this visible (None: as
                                          # global_min_visible, the flips' gate, as until the twenty-fifth
                                          # session; docs/accuracy.md, last section)
+    global_depth_search_clear_iou: float | None = 0.95  # ... and, below this IoU, a car whose outline pins
+                                         # its depth: at least `global_depth_search_clear_visible` visible
+                                         # and nearer than `global_depth_search_clear_depth` (None: off, as
+                                         # until the twenty-fifth session; docs/accuracy.md, last section)
+    global_depth_search_clear_visible: float = 0.7
+    global_depth_search_clear_depth: float = 40.0   # metres, the detector's depth
     global_min_visible: float | None = 0.3  # no alternative for a car less visible than this (None: all)
     global_switch_min_iou_partial: float = 0.85  # the switch's IoU for a car less visible than ...
     global_partial_visible: float = 0.5  # ... this (less of the outline is evidence)

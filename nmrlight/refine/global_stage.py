@@ -179,7 +179,7 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + turn_margin:
             best_h, best = detector, again
-    if config.global_depth_search and best.iou_after < config.global_depth_search_below_iou and \
+    if config.global_depth_search and _fits_poorly(config, problem, base, best) and \
             _searches_depth(config, base.visible):
         found, seconds, iterations = _depth_search(problem, lighting, config, best_h, best, judged)
         spent_seconds, spent_iterations = spent_seconds + seconds, spent_iterations + iterations
@@ -219,6 +219,20 @@ def switch_bars(config: RefineConfig, visible: float) -> tuple[float | None, flo
         if config.global_switch_margin_partial is not None:
             margin = max(margin, config.global_switch_margin_partial)
     return min_iou, margin
+
+
+def _fits_poorly(config: RefineConfig, problem: CarProblem, base: PoseOutcome, best: PoseOutcome) -> bool:
+    """Whether the chosen pose fits its mask poorly enough for the depth search: below
+    `global_depth_search_below_iou`, or (`global_depth_search_clear_iou`) below that higher bar for a car
+    whose whole outline is seen near the camera (at least `global_depth_search_clear_visible` visible,
+    the detector's depth below `global_depth_search_clear_depth`): there an IoU of 0.9 is a stall, not a
+    sliver's best."""
+    if best.iou_after < config.global_depth_search_below_iou:
+        return True
+    clear = config.global_depth_search_clear_iou
+    return clear is not None and best.iou_after < clear and \
+        base.visible >= config.global_depth_search_clear_visible and \
+        float(problem.translation[2]) < config.global_depth_search_clear_depth
 
 
 def _searches_depth(config: RefineConfig, visible: float) -> bool:
