@@ -16,7 +16,8 @@ before that, a won flip also has the detector's heading turned by +-10 and +-20 
 refined (`global_stall_turns_deg`): a heading stalled 10 deg off can make a wrong flip look better; the
 turn takes the flip's place unless the flip fits better by the margin (ties go to the detector's heading).
 Every start keeps its prior on the detector's pose (a flip on the flipped pose), so final losses compare.
-A car whose chosen pose still fits poorly has other depths along its ray searched (`_depth_search`).
+A car whose chosen pose still fits poorly (`_fits_poorly`) has other depths along its ray searched
+(`_depth_search`).
 Whether the result is taken at all is `acceptance.accept`'s question.
 """
 
@@ -110,8 +111,9 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     one less visible than `global_partial_visible` takes one only at `global_switch_min_iou_partial`
     (`switch_bars`; and a turned heading only by `global_switch_margin_partial`, when set).
     When a flip wins, small turns of the detector's heading are screened too (`_stall_turns`).
-    A chosen pose below `global_depth_search_below_iou` has other depths searched (`_depth_search`), for a
-    car at least `global_depth_search_min_visible` visible (slivers too: the switch's IoU bar guards them).
+    A chosen pose below `global_depth_search_below_iou` (or, for a near car seen whole, below
+    `global_depth_search_clear_iou`: `_fits_poorly`) has other depths searched (`_depth_search`), for a car
+    at least `global_depth_search_min_visible` visible (slivers too: the switch's IoU bar guards them).
     A car at least `global_free_polish` visible ends with the chosen pose polished without the prior."""
     began = time.perf_counter()
     detector = Hypothesis(0.0, 1.0)
