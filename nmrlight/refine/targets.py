@@ -58,6 +58,7 @@ class CarRow:
     trans_before: float             # relative translation error
     rot_after: float
     trans_after: float
+    renders: int = 0                # iterations (renders) the refinement spent on it
 
     @property
     def closer(self) -> bool:
@@ -134,7 +135,7 @@ def rows_and_maps(source: str, truth: dict[str, list[CarPose]], predictions: dic
             t = pairing[image_id][k] if pairing is not None else k
             seen = None if visibility is None else min(max(visibility[image_id][t], 0.0), 1.0)
             rows.append(CarRow(source, float(true_car.translation[2]), seen, *car_errors(car.initial, true_car),
-                               *car_errors(car.refined, true_car)))
+                               *car_errors(car.refined, true_car), int(car.iterations)))
     gt = {i: truth.get(i, []) for i in images}
     given = {i: predictions[i] for i in images}
     after = {i: results[i].refined_poses() for i in images}

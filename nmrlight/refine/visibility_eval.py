@@ -29,9 +29,7 @@ from nmrlight.errors import NmrlightError
 from nmrlight.io.poses import CarPose, read_poses
 from nmrlight.metric import evaluate
 from nmrlight.refine.ablation import (
-    COUNTED_STATUSES,
     car_errors,
-    ceiling_poses,
     ended_closer,
     ended_worse,
     paired_truth,
@@ -39,20 +37,14 @@ from nmrlight.refine.ablation import (
     read_pairing,
 )
 from nmrlight.refine.outdir import load_results
+from nmrlight.refine.result import ImageResult
+from nmrlight.refine.targets import rows_and_maps
 from nmrlight.synth.visibility import BANDS, band, read_visibility
 
 
-def _refined(out: Path, predictions: dict[str, list[CarPose]]
-             ) -> tuple[dict[str, list[CarPose]], dict[str, list[CarPose]], dict[str, list[str]],
-                        dict[str, list[int]], float]:
-    """Refined poses (as written, and with re-scored confidences), per-car status and iterations
-    (renders) of each finished image, in the order of `predictions` (a run given the submission file
-    holds its cars in that file's order: `prediction_positions`); and the refinement seconds a car."""
-    from dataclasses import replace
-
-    from nmrlight.refine.rescore import rescored
-
-    poses, rescored_poses, status, iterations, seconds, cars = {}, {}, {}, {}, 0.0, 0
+def _results_in_prediction_order(out: Path, predictions: dict[str, list[CarPose]]) -> dict[str, ImageResult]:
+    """The finished images of `out`, each one's cars put in the order of `predictions` (a run given the
+    submission file holds its cars in that file's order: `prediction_positions`)."""
     results, bad = load_results(out)
     if bad:
         raise NmrlightError(f"{out}: unreadable image results ({'; '.join(bad[:3])})")
@@ -62,13 +54,7 @@ def _refined(out: Path, predictions: dict[str, list[CarPose]]
                                 "predictions")
         order = prediction_positions(result.image_id, result, predictions[result.image_id])
         result.cars = [car for _, car in sorted(zip(order, result.cars, strict=True), key=lambda x: x[0])]
-        poses[result.image_id] = result.refined_poses()
-        rescored_poses[result.image_id] = [replace(c.refined, confidence=rescored(c)) for c in result.cars]
-        status[result.image_id] = [c.status for c in result.cars]
-        iterations[result.image_id] = [c.iterations for c in result.cars]
-        seconds += result.seconds
-        cars += len(result.cars)
-    return poses, rescored_poses, status, iterations, seconds / max(cars, 1)
+    return {result.image_id: result for result in results}
 
 
 def ranked_poses(truth: dict[str, list[CarPose]], refined: dict[str, list[CarPose]],
@@ -101,30 +87,29 @@ def ranked_poses(truth: dict[str, list[CarPose]], refined: dict[str, list[CarPos
 
 def _cars_and_maps(data: Path, out: Path) -> tuple[list[tuple], dict[str, float], int, float]:
     """The run in `out` on its finished images: one row per refined detection of a true car (band,
-    errors before and after, renders), the mAPs, the number of images and the seconds a car."""
+    errors before and after, renders: `targets.rows_and_maps`'s cars), the mAPs, the number of images and
+    the seconds a car."""
+    from dataclasses import replace
+
+    from nmrlight.refine.rescore import rescored
+
     truth = read_poses(data / "train.csv")
     predictions = read_poses(data / "predictions.csv")
-    visibility = read_visibility(data / "visibility.csv")
     pairing = read_pairing(data)
-    refined, rescored_poses, status, iterations, seconds = _refined(out, predictions)
-    rows = []
-    for image_id, after in refined.items():
-        before = predictions[image_id]
-        for k, (b, a) in enumerate(zip(before, after, strict=True)):
-            t = pairing[image_id][k] if pairing is not None else k
-            if t < 0 or status[image_id][k] not in COUNTED_STATUSES:
-                continue  # a false positive, or a car that had nothing to refine against
-            g = truth[image_id][t]
-            rows.append((band(min(max(visibility[image_id][t], 0.0), 1.0)), *car_errors(b, g), *car_errors(a, g),
-                         iterations[image_id][k]))
-    images = list(refined)
+    results = _results_in_prediction_order(out, predictions)
+    counted, set_maps = rows_and_maps(str(data), truth, predictions, results, pairing,
+                                      read_visibility(data / "visibility.csv"))
+    rows = [(band(r.visible), r.rot_before, r.trans_before, r.rot_after, r.trans_after, r.renders) for r in counted]
+    images = list(results)
     gt = {i: truth.get(i, []) for i in images}
-    given = {i: predictions[i] for i in images}
-    maps = {"map_before": evaluate(gt, given).map, "map_after": evaluate(gt, refined).map,
+    refined = {i: results[i].refined_poses() for i in images}
+    rescored_poses = {i: [replace(c.refined, confidence=rescored(c)) for c in results[i].cars] for i in images}
+    maps = {"map_before": set_maps.before, "map_after": set_maps.after,
             "map_rescored": evaluate(gt, rescored_poses).map,
             "map_ranked": evaluate(gt, ranked_poses(truth, refined, pairing)).map,
-            "map_ceiling": evaluate(gt, ceiling_poses(truth, given, pairing)).map}
-    return rows, maps, len(images), seconds
+            "map_ceiling": set_maps.ceiling}
+    cars = sum(len(r.cars) for r in results.values())
+    return rows, maps, len(images), sum(r.seconds for r in results.values()) / max(cars, 1)
 
 
 def band_table(run: str, rows: list[tuple], maps: dict[str, float], images: int, seconds: float) -> list[dict]:
