@@ -77,7 +77,10 @@ def refine(args: argparse.Namespace) -> None:
     data = DataFolder(folder)
     out = {}
     predictions = read_poses(folder / "predictions.csv")
-    for image_id in list(predictions)[:args.only]:
+    chosen = list(predictions)[:args.only]
+    if args.pick:
+        chosen = [i for i in chosen if any(i.endswith(p) for p in args.pick.split(","))]
+    for image_id in chosen:
         cars = predictions[image_id]
         began = time.process_time()
         result = refine_image(data, image_id, cars, config)
@@ -257,6 +260,7 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=31)
     r.add_argument("--scale", type=float, default=1.0)
     r.add_argument("--only", type=int, default=None, help="refine the first ONLY pictures")
+    r.add_argument("--pick", default=None, help="refine only the pictures whose ids end with these (comma list)")
     r.add_argument("--set", dest="overrides", action="append", default=[], help="RefineConfig key=value")
     t = sub.add_parser("table")
     t.add_argument("data")

@@ -16,6 +16,7 @@ from nmrlight.refine.acceptance import accept
 from nmrlight.refine.config import RefineConfig
 from nmrlight.refine.global_stage import (
     _detector_heading_at,
+    _mirror_polish,
     _stall_turns,
     _tied_flip,
     _turn_replaces_flip,
@@ -476,6 +477,31 @@ def test_recheck_refines_the_detector_heading_from_the_winners_position(picture)
     # the same start with the prior centred on it instead: a different (prior-free) loss, lower at the truth
     centred_here = refine_pose(replace(problem, translation=flip.translation.detach().clone()), LIGHT, FLIPS)
     assert centred_here.loss_after < again.loss_after
+
+
+def test_a_won_flips_mirror_polished_where_it_ended_finds_the_right_heading(picture) -> None:
+    """A flip that won only because the detector's refinement stuck 30 % too far: the flip turned back
+    180 deg about the car's own up axis where it ended, and polished in the last stage alone with the
+    prior on the detector's pose, reaches the truth and fits better than the flip (the recheck's other
+    start, `global_recheck_mirror`)."""
+    far = tuple(1.3 * x for x in TRUE_T)
+    problem = _problem(picture, TRUE_ANGLES, far)
+    flipped = (TRUE_ANGLES[0], TRUE_ANGLES[1] + math.pi, TRUE_ANGLES[2])
+    flip = refine_pose(replace(problem, rotation=_rotation(flipped), translation=torch.tensor(TRUE_T),
+                               prior_rotation=_rotation(TRUE_ANGLES) @ heading_turn(180.0),
+                               prior_translation=torch.tensor(far)), LIGHT, FLIPS)
+    mirrored = _mirror_polish(problem, flip, LIGHT, FLIPS)
+    rotation_error = float(geodesic_angle_deg(mirrored.rotation.double().numpy(),
+                                              kaggle_to_matrix(np.array(TRUE_ANGLES))))
+    assert rotation_error < 3.0 and abs(float(mirrored.translation[2]) / TRUE_T[2] - 1.0) < 0.05
+    assert mirrored.loss_after < flip.loss_after
+    # the last stage alone ran (from where the flip ended), not the coarse-to-fine schedule
+    assert mirrored.iterations <= FLIPS.stages[-1][3] + 1
+    # the flip's own pose turned back is the start: without iterations the pose is that mirror
+    still = _mirror_polish(problem, flip, LIGHT, replace(FLIPS, stages=((96, "analytic", 0.0, 0),)))
+    expected = flip.rotation.double() @ heading_turn(180.0).double()
+    assert torch.allclose(still.rotation.double(), expected, atol=1e-5)
+    assert torch.allclose(still.translation.double(), flip.translation.double(), atol=1e-5)
 
 
 def test_the_priors_weight_is_read_at_its_centre_whatever_the_start(picture) -> None:

@@ -131,6 +131,7 @@ class RefineConfig:
     global_switch_margin: float = 0.01   # an alternative must beat the detector's final loss by this ...
     global_switch_min_iou: float | None = 0.75  # ... and end with at least this IoU with its mask (None: any) ...
     global_recheck: bool = True          # ... and beat, by that margin, the detector's heading refined again there
+    global_recheck_mirror: bool = True   # ... and (a flip) its own mirror polished in the last stage there
     global_stall_turns_deg: tuple[float, ...] = (-20.0, -10.0, 10.0, 20.0)  # when a flip won: the detector's
                                          # heading turned by these, screened, the best refined (() off)
     global_depth_search: tuple[float, ...] = (0.85, 1.15)  # a poorly fitted chosen pose: these depths (x the

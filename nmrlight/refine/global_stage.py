@@ -11,7 +11,9 @@ the detector's refined pose in one common view), and only those that pass are re
 the detector's start and refinement by `global_switch_margin` and ends with an IoU of at least
 `global_switch_min_iou` (docs/accuracy.md: most wrongly flipped correct headings ended in poor fits),
 and (`global_recheck`) when the detector's heading, refined again from the winner's position, does not
-fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth);
+fit as well there (a flip must not win only because the detector's own refinement stuck at a wrong depth;
+`global_recheck_mirror`: nor the recheck's, so the flip turned back 180 deg where it ended, polished in
+the last stage, is the recheck's other start);
 before that, a won flip also has the detector's heading turned by +-10 and +-20 deg screened and the best
 refined (`global_stall_turns_deg`): a heading stalled 10 deg off can make a wrong flip look better; the
 turn takes the flip's place unless the flip fits better by the margin (ties go to the detector's heading).
@@ -31,7 +33,15 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from nmrlight.refine.config import RefineConfig
-from nmrlight.refine.hypotheses import Hypothesis, Scored, coarse_scores, hypotheses, shortlist, started_at
+from nmrlight.refine.hypotheses import (
+    Hypothesis,
+    Scored,
+    coarse_scores,
+    heading_turn,
+    hypotheses,
+    shortlist,
+    started_at,
+)
 from nmrlight.refine.params import rotation_sigma_rad
 from nmrlight.refine.pose import CarProblem, PoseOutcome, car_stages, refine_pose
 from nmrlight.rotations import so3_log
@@ -175,8 +185,13 @@ def refine_global(problem: CarProblem, lighting: Lighting, config: RefineConfig,
     recheck = None
     if config.global_recheck and best_h.heading_deg != 0.0:
         again = _detector_heading_at(problem, best, lighting, config)
-        recheck = again.loss_after
         spent_seconds, spent_iterations = spent_seconds + again.seconds, spent_iterations + again.iterations
+        if config.global_recheck_mirror and best_h.flipped:
+            mirrored = _mirror_polish(problem, best, lighting, config)
+            spent_seconds, spent_iterations = spent_seconds + mirrored.seconds, spent_iterations + mirrored.iterations
+            if mirrored.loss_after < again.loss_after:
+                again = mirrored
+        recheck = again.loss_after
         # the turn must beat the detector's heading at its own position by the same margin; if it does
         # not, the recheck is taken (it started where the image evidence led the turn)
         if again.loss_after < best.loss_after + turn_margin:
@@ -395,6 +410,19 @@ def _detector_heading_at(problem: CarProblem, winner: PoseOutcome, lighting: Lig
     the detector's pose. A flip can win only because the detector's own refinement stuck at a wrong
     depth; compared at the same position, the heading alone decides (docs/accuracy.md)."""
     return _refined_from(problem, problem.rotation, winner.translation.detach().clone(), lighting, config)
+
+
+def _mirror_polish(problem: CarProblem, winner: PoseOutcome, lighting: Lighting, config: RefineConfig
+                   ) -> PoseOutcome:
+    """The won flip turned back 180 deg about the car's own vertical axis where it ended, polished in the
+    last stage (the prior on the detector's pose). The recheck's full coarse-to-fine refinement from the
+    detector's rotation can stall short of that mirror pose for a near car whose depth the detector had
+    far off, while the flip, started elsewhere, got there; this start removes that difference."""
+    centre_r, centre_t = problem.prior_pose()
+    rotation = winner.rotation.detach().float() @ heading_turn(180.0)
+    return refine_pose(replace(problem, rotation=rotation, translation=winner.translation.detach().clone().float(),
+                               prior_rotation=centre_r, prior_translation=centre_t), lighting,
+                       _last_stage(config, problem))
 
 
 def _refined_from(problem: CarProblem, rotation: torch.Tensor, translation: torch.Tensor, lighting: Lighting,
