@@ -165,6 +165,23 @@ def test_error_model_statistics() -> None:
     assert kept == sorted(kept) and 0 < source.count(-1) <= 10
 
 
+def test_a_flip_does_not_show_in_the_detectors_confidence() -> None:
+    """The confidence drops with the pose's spread and the distance, not with whether the heading was
+    mirrored: flipped and correct headings' confidences overlap (a real detector does not say which
+    cars it flipped), while a larger depth error still lowers it."""
+    cars = _fake_cars(4000, np.random.default_rng(6))
+    preds, _ = ErrorModel(flip_rate=0.3, outlier_rate=0.0).perturb(cars, np.random.default_rng(7))
+    turn = np.abs(np.array([p.rotation[1] - c.rotation[1] for p, c in zip(preds, cars, strict=True)]))
+    flipped = np.abs((turn + np.pi) % (2 * np.pi) - np.pi) > np.pi / 2
+    conf = np.array([p.confidence for p in preds])
+    assert 0.25 < flipped.mean() < 0.35
+    # the chance that a flipped car outranks a correct one (the AUC) is about one half
+    ranks = np.argsort(np.argsort(conf)) + 1
+    auc = (ranks[flipped].sum() - flipped.sum() * (flipped.sum() + 1) / 2) / (flipped.sum() * (~flipped).sum())
+    assert 0.45 < auc < 0.55
+    assert (conf[flipped] < 0.31).mean() < 0.05
+
+
 def test_depth_error_keeps_the_projection() -> None:
     cars = _fake_cars(500, np.random.default_rng(4))
     model = ErrorModel(lateral_sigma=0.0, pixel_sigma=0.0, heading_sigma_deg=0, pitch_sigma_deg=0,

@@ -20,7 +20,8 @@ class ErrorModel:
     centre along its viewing ray (the projected centre stays put), relative sigma `depth_sigma`, with
     a fraction `outlier_rate` of errors `outlier_scale` times larger; the lateral error moves it
     across the ray, relative sigma `lateral_sigma` plus `pixel_sigma` pixels at focal length `fx`.
-    Confidence lies in (0.3, 1) and drops with the size of the error and with distance.
+    Confidence lies in (0.3, 1) and drops with the size of the error and with distance; a flip does
+    not lower it (a real detector's confidence does not say which cars it mirrored).
 
     Depth-dependent options (None: the constants above): `rotation_by_depth` = (depths m, scale
     factors), interpolated, multiplies all three angle sigmas; `lateral_far` is the lateral sigma at
@@ -81,12 +82,14 @@ class ErrorModel:
                 sig = sig[None, :] * np.interp(t[:, 2], *self.rotation_by_depth)[:, None]
             da = rng.normal(0.0, 1.0, (n, 3)) * sig
             flips = rng.random(n) < self.flip_rate
-            da[flips, 1] += np.pi
-            a_new = _wrap(a + da)
+            # the confidence knows the heading's spread, not whether the detector mirrored the car: a real
+            # detector is as sure of a flipped car as of any other (until 2026-12-02 a flip scored +3 and
+            # its pi as heading error, so every flip sat at the floor, 0.3: a label no real detector gives)
             score = np.sqrt((np.square(depth / max(self.depth_sigma, 1e-9))
                              + np.square(da[:, 1] / np.maximum(sig[..., 1], 1e-9))
                              + np.square(lat).sum(1) / np.maximum(lat_sigma, 1e-9) ** 2 / 2) / 3)
-            score = score + 3.0 * flips
+            da[flips, 1] += np.pi
+            a_new = _wrap(a + da)
             logit = 2.0 - 1.5 * score - 1.0 * dist / 100.0 + rng.normal(0.0, 0.3, n)
             conf = 0.3 + 0.7 / (1 + np.exp(-logit))
             if self.detect_by_depth is None:
