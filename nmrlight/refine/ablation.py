@@ -57,6 +57,7 @@ GLOBAL_SETTINGS: dict[str, dict] = {
     "local refinement (default)": {},
     "+ global stage": {"global_stage": True},
     "+ global stage without the heading recheck": {"global_stage": True, "global_recheck": False},
+    "+ global stage, the recheck without the flip's mirror": {"global_stage": True, "global_recheck_mirror": False},
     "+ global stage without the prior-free second start": {"global_stage": True, "global_prior_free": False},
     "+ global stage, tied flips not freed": {"global_stage": True, "global_flip_tie": False},
     "+ global stage, partly hidden cars' flips at the plain margin": {"global_stage": True,
