@@ -180,6 +180,11 @@ def test_a_flip_does_not_show_in_the_detectors_confidence() -> None:
     auc = (ranks[flipped].sum() - flipped.sum() * (flipped.sum() + 1) / 2) / (flipped.sum() * (~flipped).sum())
     assert 0.45 < auc < 0.55
     assert (conf[flipped] < 0.31).mean() < 0.05
+    t = np.array([c.translation for c in cars])
+    p = np.array([c.translation for c in preds])
+    depth_error = np.abs(np.linalg.norm(p, axis=1) / np.linalg.norm(t, axis=1) - 1)
+    rank = lambda x: np.argsort(np.argsort(x))  # noqa: E731
+    assert np.corrcoef(rank(conf), rank(depth_error))[0, 1] < -0.2
 
 
 def test_depth_error_keeps_the_projection() -> None:
