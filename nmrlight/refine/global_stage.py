@@ -418,11 +418,9 @@ def _mirror_polish(problem: CarProblem, winner: PoseOutcome, lighting: Lighting,
     last stage (the prior on the detector's pose). The recheck's full coarse-to-fine refinement from the
     detector's rotation can stall short of that mirror pose for a near car whose depth the detector had
     far off, while the flip, started elsewhere, got there; this start removes that difference."""
-    centre_r, centre_t = problem.prior_pose()
     rotation = winner.rotation.detach().float() @ heading_turn(180.0)
-    return refine_pose(replace(problem, rotation=rotation, translation=winner.translation.detach().clone().float(),
-                               prior_rotation=centre_r, prior_translation=centre_t), lighting,
-                       _last_stage(config, problem))
+    return _refined_from(problem, rotation, winner.translation.detach().clone().float(), lighting,
+                         _last_stage(config, problem))
 
 
 def _refined_from(problem: CarProblem, rotation: torch.Tensor, translation: torch.Tensor, lighting: Lighting,
